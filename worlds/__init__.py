@@ -8,13 +8,13 @@
     x = worlds.apply_time_cond(data.train.inputs, "random_time", torch.Generator().manual_seed(1))
 
 World ids and their parameters: `worlds.world_ids()`, `worlds.spec(id).defaults`, and the
-docstring of `worlds.registry`.
+docstring of `worlds.registry`. `worlds.resolve(id, overrides)` validates without generating.
 """
 
 from worlds.data import Split, WorldData, WorldMeta, make
 from worlds.errors import SpecError, UnknownParameter, UnknownWorld
 from worlds.params import Param
-from worlds.registry import FAMILIES, ROLES, WORLDS, WorldSpec, register, spec, world_ids
+from worlds.registry import FAMILIES, ROLES, WORLDS, WorldSpec, register, resolve, spec, world_ids
 from worlds.timecond import TIME_CONDS, apply_time_cond, time_values
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "apply_time_cond",
     "make",
     "register",
+    "resolve",
     "spec",
     "time_values",
     "world_ids",

@@ -97,6 +97,12 @@ def spec(world_id: str) -> WorldSpec:
         raise UnknownWorld("world", f"unknown world {world_id!r}; valid: {world_ids()}") from None
 
 
+def resolve(world_id: str, overrides: Mapping[str, Any] | None = None) -> dict[str, float | int]:
+    """Validate a world id and its overrides without generating data (for checks at the door):
+    the fully resolved parameters, or UnknownWorld / UnknownParameter / SpecError."""
+    return spec(world_id).resolve(overrides or {})
+
+
 # ------------------------------------------------------------------------- the worlds
 
 E1_PARAMS = (

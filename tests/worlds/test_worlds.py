@@ -10,6 +10,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import stats as sps
 
 import worlds
@@ -355,6 +357,21 @@ def test_every_parameter_is_overridable_and_changes_the_data(world_id):
         if p.name != "T":
             assert not torch.equal(d.train.obs, base.train.obs), p.name
     assert worlds.make(world_id, seed=0, n_train=2, n_eval=2, T=32.0).meta.params["T"] == 32
+
+
+@given(
+    world_id=st.sampled_from(ALL_IDS),
+    seed=st.integers(0, 2**63),
+    n_train=st.integers(1, 5),
+    n_eval=st.integers(1, 5),
+    T=st.integers(2, 40),
+)
+def test_make_any_valid_size(world_id, seed, n_train, n_eval, T):
+    d = worlds.make(world_id, seed=seed, n_train=n_train, n_eval=n_eval, T=T)
+    assert d.train.inputs.shape == (n_train, T, 2) and d.eval.obs.shape == (n_eval, T)
+    assert torch.isfinite(d.train.inputs).all() and torch.isfinite(d.eval.inputs).all()
+    assert d.train.inputs[0, -1, 1].item() == 1.0 and d.train.inputs[0, 0, 1].item() == 0.0
+    assert worlds.resolve(world_id, {"T": T}) == d.meta.params
 
 
 def test_unknown_world_lists_the_valid_ids():
