@@ -1,0 +1,574 @@
+"""The Ray Tune driver: run an experiment spec's trials on Ray and store every seed's row.
+
+This is the only module that imports `ray`. The flow:
+
+    spec -> service.sweep.expand_trials (grid, packed, minus seed-runs already stored)
+         -> tune.Tuner(with_resources(_trainable), param_space={"plan": grid_search(plans)})
+         -> each trial: trainers.run_packed(members) -> rows + driver columns -> ResultStore
+
+* Ray is configured explicitly: `RAY_USAGE_STATS_ENABLED=0`; an already initialised Ray is
+  reused; else `ray_address` / `$RAY_ADDRESS` joins a cluster; else a local Ray is started
+  (`num_cpus` = all cores unless given, no dashboard).
+* Resume: seed-runs whose (config_id, seed) is already in the store are not trained again.
+* Failures: a packed trial whose run raises is retried configuration by configuration, so
+  one bad configuration gets invalid rows and its pack-mates still run. If nothing in the
+  trial can run, it raises; Tune retries it (`FailureConfig(max_failures=MAX_FAILURES)`),
+  and when it still fails the driver stores invalid rows (valid=False, invalid_reason = the
+  error) for its seeds. Nothing is dropped silently.
+* Search: Ray Tune's `OptunaSearch` with a seeded TPE sampler; one trial per sample trains
+  every grid configuration x every seed with the sampled values; the trial's objective is
+  the mean (or a 95% t-interval bound) of `search.metric` over the sample's valid rows;
+  rows record `search_sample`. A resumed search feeds completed samples back to Optuna.
+* Tune's own experiment state goes to `<store root>/_tune/<experiment>/` on the store's
+  filesystem (local folder or s3://), so a cluster needs no node-local paths.
+* Progress: a Tune callback in the driver process calls `progress(Progress)`; trials send a
+  heartbeat with their fraction done every few seconds for the ETA. `should_stop()` is
+  polled about once a second by a Tune stopper; on True running trials are stopped and
+  what was stored stays stored (re-running resumes).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Tune's CSV / JSON / TensorBoard loggers would write files per trial nobody reads.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# The new console output engine prints a configuration panel even at verbose=0.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from service.spec import SEARCHABLE, ExperimentSpec, config_id, load_spec  # noqa: E402
+from service.store import ResultStore, check_name  # noqa: E402
+from service.sweep import Member, TrialPlan, expand_trials, grid_members  # noqa: E402
+from trainers.config import RESULT_COLUMNS  # noqa: E402
+from worlds.errors import ClusterError, StoreError  # noqa: E402
+
+MAX_FAILURES = 1  # Tune retries of a trial that raised (crash, lost node, CUDA error, ...)
+HEARTBEAT_SECONDS = 5.0
+STOP_POLL_SECONDS = 1.0
+
+__all__ = ["Progress", "RunSummary", "run_experiment", "init_ray", "MAX_FAILURES"]
+
+
+@dataclass(frozen=True)
+class Progress:
+    seed_runs_total: int
+    seed_runs_done: int  # stored so far, valid or invalid (includes those stored before this run)
+    seed_runs_failed: int  # of those, rows with valid=False
+    eta_seconds: float | None  # None until the first trial of this run reports
+    elapsed_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    experiment_id: str
+    spec_hash: str
+    seed_runs_total: int
+    seed_runs_done: int
+    seed_runs_failed: int
+    seed_runs_skipped: int  # already in the store when the run started
+    seed_runs_trained: int  # trained (or recorded as failed) by this run
+    trials: int
+    trials_failed: int
+    cancelled: bool
+    elapsed_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- Ray setup -------------------------------------------------------------------------------
+
+
+def init_ray(ray_address: str | None = None, num_cpus: int | None = None) -> None:
+    """Reuse an initialised Ray; else join `ray_address` / $RAY_ADDRESS; else start a local one."""
+    if ray.is_initialized():
+        return
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    try:
+        if address:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
+                     logging_level="ERROR", log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray"
+        raise ClusterError(f"cannot start or join {where}: {e}") from None
+
+
+def _check_cluster(spec: ExperimentSpec, store: ResultStore) -> None:
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    res = spec.resources
+    gpus = sum(n.get("Resources", {}).get("GPU", 0) for n in nodes)
+    if res.gpus_per_trial > 0 and gpus == 0:
+        raise ClusterError(f"the spec asks for resources.gpus_per_trial={res.gpus_per_trial:g} but the "
+                           "Ray cluster has no GPUs; set gpus_per_trial: 0 or join a cluster with GPU workers")
+    if res.gpus_per_trial > max((n.get("Resources", {}).get("GPU", 0) for n in nodes), default=0):
+        raise ClusterError(f"resources.gpus_per_trial={res.gpus_per_trial:g} is more than any node has")
+    most_cpus = max((n.get("Resources", {}).get("CPU", 0) for n in nodes), default=0)
+    if res.cpus_per_trial > most_cpus:
+        raise ClusterError(f"resources.cpus_per_trial={res.cpus_per_trial:g} is more than any node has ({most_cpus:g})")
+    hosts = {n.get("NodeManagerAddress") for n in nodes}
+    if store.is_local and len(hosts) > 1 and os.environ.get("WORLDSWEEP_SHARED_FS") != "1":
+        raise StoreError(
+            f"the result store {store.uri!r} is a node-local path but the Ray cluster spans "
+            f"{len(hosts)} machines; use an s3:// (or other shared) store URI, or set "
+            "WORLDSWEEP_SHARED_FS=1 if that path is a filesystem shared by every node")
+
+
+# ---- the trainable (runs in a Ray worker) ----------------------------------------------------
+
+
+def _invalid_rows(members: list[Member], reason: str) -> list[dict[str, Any]]:
+    """Rows for seed-runs that could not be trained: every setting recorded, metrics NaN."""
+    import worlds
+
+    rows = []
+    for config, seed in members:
+        row: dict[str, Any] = {}
+        for name, kind in RESULT_COLUMNS.items():
+            row[name] = {"float": math.nan, "str": "", "int": None, "bool": False, "list<float>": None}[kind]
+        try:
+            wspec = worlds.spec(config.world)
+            row.update(world_role=wspec.role, world_family=wspec.family,
+                       seq_len=int(wspec.resolve(config.world_params)["T"]))
+        except Exception:  # noqa: BLE001 - the failure may be exactly this lookup
+            pass
+        row.update(
+            world=config.world, world_params=config.world_params_json(), model=config.model,
+            hidden_dim=config.hidden_dim, mode=config.mode, time_cond=config.time_cond, lr=config.lr,
+            batch_size=config.batch_size, steps=config.steps, n_train=config.n_train,
+            n_eval=config.n_eval, seed=seed,
+            data_seed=seed if config.data_seed == "per_seed" else int(config.data_seed),
+            baseline_kind=config.baseline, valid=False, invalid_reason=reason[:2000],
+            worldsweep_version=_version(),
+        )
+        rows.append(row)
+    return rows
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("worldsweep")
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        return "0+unknown"
+
+
+def _error_text(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def _run_plan(plan: TrialPlan, progress: Callable[[int, int], None] | None) -> list[dict[str, Any]]:
+    """trainers.run_packed on the plan; on failure isolate the configuration(s) that fail."""
+    import trainers
+
+    members = list(plan.members)
+    try:
+        return trainers.run_packed(members, progress=progress)
+    except Exception as packed_error:
+        by_config: dict[str, list[Member]] = {}
+        for c, s in members:
+            by_config.setdefault(config_id(c), []).append((c, s))
+        if len(by_config) == 1:
+            raise
+        by_key: dict[tuple[str, int], dict[str, Any]] = {}
+        failures = 0
+        for cid, group in by_config.items():
+            try:
+                rows = trainers.run_packed(group)
+            except Exception as e:  # noqa: BLE001 - recorded in the rows
+                failures += 1
+                rows = _invalid_rows(group, _error_text(e))
+            by_key.update({(cid, s): row for (_c, s), row in zip(group, rows, strict=True)})
+        if failures == len(by_config):
+            raise packed_error
+        return [by_key[(config_id(c), s)] for c, s in members]
+
+
+def _objective(values: list[float], how: str) -> float:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return math.nan
+    mean = sum(vals) / len(vals)
+    if how == "mean":
+        return mean
+    if len(vals) < 2:
+        return math.nan
+    from scipy import stats as sps
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    half = float(sps.t.ppf(0.975, len(vals) - 1)) * sd / math.sqrt(len(vals))
+    return mean - half if how == "ci_low" else mean + half
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    import torch
+
+    ctx = config["ctx"]
+    store = ResultStore.from_config(ctx["store"])
+    cpus = ctx.get("cpus_per_trial", 1)
+    torch.set_num_threads(max(1, int(round(cpus))))
+    sample = int(config.get("search_sample", -1))
+    extra = dict(
+        experiment=ctx["experiment"], spec_hash=ctx["spec_hash"],
+        trial_id=tune.get_context().get_trial_id() or "", search_sample=sample,
+        node_id=ray.get_runtime_context().get_node_id(), hostname=socket.gethostname(),
+    )
+    searching = "plan" not in config
+    if searching:
+        spec = load_spec(ctx["spec"])
+        overrides = _sample_overrides(spec, config)
+        done = store.done_keys(ctx["experiment"])
+        plans = expand_trials(spec, overrides=overrides, done=done)
+        sample_keys = {(config_id(c), s) for c, s in grid_members(spec, overrides)}
+    else:
+        plans = [TrialPlan.from_dict(config["plan"])]
+        sample_keys = set()
+
+    total = sum(len(p.members) for p in plans)
+    finished = 0
+    last_beat = [time.monotonic()]
+
+    def heartbeat(step: int, steps: int) -> None:
+        # Only in grid mode: OptunaSearch treats every intermediate result as a metric report.
+        now = time.monotonic()
+        if searching or now - last_beat[0] < HEARTBEAT_SECONDS or steps <= 0:
+            return
+        last_beat[0] = now
+        frac = (finished + len(plan.members) * min(1.0, step / steps)) / max(total, 1)
+        tune.report({"heartbeat": 1, "fraction": frac})
+
+    n_rows = n_invalid = 0
+    for plan in plans:
+        rows = _run_plan(plan, heartbeat)
+        if len(rows) != len(plan.members):
+            raise RuntimeError(f"trainer returned {len(rows)} rows for {len(plan.members)} seed-runs")
+        for row, (c, _s) in zip(rows, plan.members, strict=True):
+            row.update(extra, config_id=config_id(c))
+        store.write_rows(ctx["experiment"], plan.chunk_id, rows)
+        finished += len(plan.members)
+        n_rows += len(rows)
+        n_invalid += sum(not r.get("valid", False) for r in rows)
+
+    result: dict[str, Any] = {"done_rows": n_rows, "invalid_rows": n_invalid, "fraction": 1.0}
+    if searching:
+        metric = spec.search.metric  # type: ignore[union-attr]
+        df = store.read(ctx["experiment"], filters={"valid": True})
+        df = df[[(cid, s) in sample_keys for cid, s in zip(df["config_id"], df["seed"], strict=True)]]
+        result["objective"] = _objective(df[metric].tolist(), spec.search.objective)  # type: ignore[union-attr]
+    tune.report(result)
+
+
+def _sample_overrides(spec: ExperimentSpec, config: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name in spec.search.space:  # type: ignore[union-attr]
+        v = config[name]
+        out[name] = int(round(v)) if SEARCHABLE[name][0] == "int" else float(v)
+    return out
+
+
+# ---- the driver (runs where run_experiment is called) ----------------------------------------
+
+
+def run_experiment(
+    spec: ExperimentSpec | dict[str, Any] | str,
+    experiment_id: str,
+    store: ResultStore,
+    *,
+    ray_address: str | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    num_cpus: int | None = None,
+) -> RunSummary:
+    """Run (or resume) an experiment on Ray Tune; every seed-run ends up as a row in `store`."""
+    spec = load_spec(spec)
+    check_name("experiment", experiment_id)
+    started = time.monotonic()
+    store.check_writable()
+    init_ray(ray_address, num_cpus)
+    _check_cluster(spec, store)
+    spec_hash = spec.content_hash()
+    done = store.done_keys(experiment_id)
+    total = spec.n_seed_runs
+    ctx = {"experiment": experiment_id, "spec_hash": spec_hash, "store": store.to_config(),
+           "cpus_per_trial": spec.resources.cpus_per_trial}
+
+    tracker = _Tracker(total, progress, started)
+    search_alg = None
+    if spec.search is None:
+        keys = {(config_id(c), s) for c, s in grid_members(spec)}
+        skipped = len(keys & done)
+        tracker.start(skipped, _count_invalid(store, experiment_id, keys) if skipped else 0)
+        plans = expand_trials(spec, done=done)
+        param_space: dict[str, Any] = {"ctx": ctx, "plan": tune.grid_search([p.to_dict() for p in plans])}
+        tracker.members = {p.chunk_id: list(p.members) for p in plans}
+        num_samples = 1
+        n_trials = len(plans)
+    else:
+        search_alg, num_samples, skipped = _searcher(spec, store, experiment_id, tracker)
+        ctx["spec"] = spec.canonical()
+        param_space = {"ctx": ctx, **_tune_space(spec)}
+        n_trials = num_samples
+    if n_trials == 0:
+        tracker.emit()
+        return tracker.summary(experiment_id, spec_hash, skipped, 0, 0, False)
+
+    storage_path, storage_fs = store.tune_storage()
+    stopper = _CancelStopper(should_stop)
+    tuner = tune.Tuner(
+        tune.with_resources(_trainable, {"cpu": spec.resources.cpus_per_trial,
+                                         "gpu": spec.resources.gpus_per_trial}),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            num_samples=num_samples, search_alg=search_alg, reuse_actors=True,
+            max_concurrent_trials=spec.search.max_concurrent if spec.search else None,
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+            metric="objective" if spec.search else None,
+            mode=spec.search.mode if spec.search else None,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{experiment_id}/{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+            storage_path=storage_path,
+            storage_filesystem=None if store.is_local else storage_fs,
+            failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+            stop=stopper,
+            callbacks=[_ProgressCallback(tracker, store, experiment_id, spec, ctx)],
+            verbose=0,
+        ),
+    )
+    grid = tuner.fit()
+    trials_failed = 0
+    for result in grid:
+        if result.error is not None:
+            trials_failed += 1
+            # Safety net: the callback normally stored these already (same chunk id: no duplicates).
+            _store_failure(store, experiment_id, spec, ctx, result.config, str(result.error), tracker=None)
+    return tracker.summary(experiment_id, spec_hash, skipped, n_trials, trials_failed, stopper.cancelled)
+
+
+def _count_invalid(store: ResultStore, experiment_id: str, keys: set[tuple[str, int]]) -> int:
+    df = store.read(experiment_id, filters={"valid": False})
+    return sum((c, s) in keys for c, s in zip(df["config_id"], df["seed"], strict=True))
+
+
+def _members_of(spec: ExperimentSpec, config: dict[str, Any]) -> tuple[str, list[Member], int]:
+    if "plan" in config:
+        plan = TrialPlan.from_dict(config["plan"])
+        return plan.chunk_id, list(plan.members), -1
+    sample = int(config.get("search_sample", -1))
+    members = grid_members(spec, _sample_overrides(spec, config))
+    from service.sweep import chunk_id_of
+
+    return chunk_id_of(members), members, sample
+
+
+def _store_failure(store: ResultStore, experiment_id: str, spec: ExperimentSpec, ctx: dict[str, Any],
+                   config: dict[str, Any], error: str, tracker: _Tracker | None) -> int:
+    """Invalid rows for a trial that failed after its retries (skipping seed-runs stored meanwhile)."""
+    chunk, members, sample = _members_of(spec, config)
+    done = store.done_keys(experiment_id)
+    members = [(c, s) for c, s in members if (config_id(c), s) not in done]
+    if not members:
+        return 0
+    error = error.strip().splitlines()[-1] if error.strip() else "trial failed"
+    rows = _invalid_rows(members, f"trial failed after {MAX_FAILURES + 1} attempts: {error}")
+    for row, (c, _s) in zip(rows, members, strict=True):
+        row.update(experiment=experiment_id, spec_hash=ctx["spec_hash"], config_id=config_id(c),
+                   trial_id="", search_sample=sample, node_id="", hostname=socket.gethostname())
+    store.write_rows(experiment_id, f"failed-{chunk}", rows)
+    return len(rows)
+
+
+class _Tracker:
+    """Counts seed-runs for Progress and the summary (driver side)."""
+
+    def __init__(self, total: int, progress: Callable[[Progress], None] | None, started: float) -> None:
+        self.total, self.callback, self.started = total, progress, started
+        self.skipped = self.done = self.failed = 0
+        self.running: dict[str, tuple[float, int]] = {}  # trial id -> (fraction, members)
+        self.members: dict[str, list[Member]] = {}
+        self.first_done_at: float | None = None
+        self.run_started = time.monotonic()
+
+    def start(self, skipped: int, skipped_invalid: int) -> None:
+        self.skipped = skipped
+        self.done = skipped
+        self.failed = skipped_invalid
+        self.run_started = time.monotonic()
+
+    def emit(self) -> None:
+        if self.callback is None:
+            return
+        now = time.monotonic()
+        trained = self.done - self.skipped + sum(f * n for f, n in self.running.values())
+        remaining = self.total - self.done - sum(f * n for f, n in self.running.values())
+        eta = None
+        if trained > 0:
+            eta = max(0.0, remaining * (now - self.run_started) / trained)
+        if self.done >= self.total:
+            eta = 0.0
+        self.callback(Progress(self.total, min(self.done, self.total), self.failed, eta, now - self.started))
+
+    def summary(self, experiment_id: str, spec_hash: str, skipped: int, trials: int, trials_failed: int,
+                cancelled: bool) -> RunSummary:
+        return RunSummary(
+            experiment_id=experiment_id, spec_hash=spec_hash, seed_runs_total=self.total,
+            seed_runs_done=min(self.done, self.total), seed_runs_failed=self.failed,
+            seed_runs_skipped=skipped, seed_runs_trained=self.done - self.skipped,
+            trials=trials, trials_failed=trials_failed, cancelled=cancelled,
+            elapsed_seconds=time.monotonic() - self.started,
+        )
+
+
+class _ProgressCallback(tune.Callback):
+    def __init__(self, tracker: _Tracker, store: ResultStore, experiment_id: str,
+                 spec: ExperimentSpec, ctx: dict[str, Any]) -> None:
+        self.tracker, self.store, self.experiment_id, self.spec, self.ctx = tracker, store, experiment_id, spec, ctx
+        self.per_trial = spec.n_configs * len(spec.seed_list()) if spec.search else 0
+        self.finished: set[str] = set()
+
+    def _size(self, trial: Any) -> int:
+        if "plan" in trial.config:
+            return len(trial.config["plan"]["members"])
+        return self.per_trial
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if "fraction" in result and "done_rows" not in result:
+            self.tracker.running[trial.trial_id] = (float(result["fraction"]), self._size(trial))
+            self.tracker.emit()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.running.pop(trial.trial_id, None)
+        result = trial.last_result or {}
+        if "done_rows" in result and trial.trial_id not in self.finished:
+            self.finished.add(trial.trial_id)
+            self.tracker.done += int(result["done_rows"])
+            self.tracker.failed += int(result.get("invalid_rows", 0))
+        self.tracker.emit()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.running.pop(trial.trial_id, None)
+        if trial.trial_id in self.finished:
+            return
+        self.finished.add(trial.trial_id)
+        error = _trial_error_text(trial)
+        n = _store_failure(self.store, self.experiment_id, self.spec, self.ctx, trial.config, error, self.tracker)
+        self.tracker.done += n
+        self.tracker.failed += n
+        self.tracker.emit()
+
+
+def _trial_error_text(trial: Any) -> str:
+    """The last line of the trial's error (the exception message), from Tune's error file."""
+    for attr in ("error_msg", "get_error"):
+        try:
+            value = getattr(trial, attr)
+            value = value() if callable(value) else value
+            if value:
+                return str(value)
+        except Exception:  # noqa: BLE001 - best effort across Tune versions
+            continue
+    path = getattr(trial, "error_file", None) or getattr(getattr(trial, "run_metadata", None), "error_filename", None)
+    if path and os.path.exists(str(path)):
+        return open(str(path)).read()
+    return "trial failed (no error message recorded)"
+
+
+class _CancelStopper(tune.Stopper):
+    """Polls should_stop() at most once per STOP_POLL_SECONDS (Tune asks on every loop step)."""
+
+    def __init__(self, should_stop: Callable[[], bool] | None) -> None:
+        self.should_stop = should_stop
+        self.cancelled = False
+        self._last = 0.0
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        if self.cancelled:
+            return True
+        now = time.monotonic()
+        if self.should_stop is not None and now - self._last >= STOP_POLL_SECONDS:
+            self._last = now
+            self.cancelled = bool(self.should_stop())
+        return self.cancelled
+
+
+def _tune_space(spec: ExperimentSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, d in spec.search.space.items():  # type: ignore[union-attr]
+        if d.kind == "log_uniform":
+            out[name] = tune.loguniform(*d.log_uniform)  # type: ignore[misc]
+        elif d.kind == "uniform":
+            out[name] = tune.uniform(*d.uniform)  # type: ignore[misc]
+        elif d.kind == "int_uniform":
+            lo, hi = d.int_uniform  # type: ignore[misc]
+            out[name] = tune.randint(lo, hi + 1)  # randint's upper bound is exclusive
+        else:
+            out[name] = tune.choice(list(d.choice))  # type: ignore[arg-type]
+    return out
+
+
+def _searcher(spec: ExperimentSpec, store: ResultStore, experiment_id: str, tracker: _Tracker):
+    """OptunaSearch with a seeded TPE sampler, warm-started with completed samples on resume."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    search = spec.search
+    assert search is not None  # noqa: S101
+    per_sample = spec.n_configs * len(spec.seed_list())
+    df = store.read(experiment_id)
+    df = df[df["search_sample"] >= 0]
+    points, rewards, complete, stored_rows, stored_invalid = [], [], 0, 0, 0
+    next_index = int(df["search_sample"].max()) + 1 if len(df) else 0
+    for _sample, rows in df.groupby("search_sample"):
+        if len(rows) < per_sample:
+            continue  # incomplete: its rows stay; the sample is not counted
+        first = rows.iloc[0]
+        point = {name: (int(first[name]) if SEARCHABLE[name][0] == "int" else float(first[name]))
+                 for name in search.space}
+        reward = _objective(rows.loc[rows["valid"], search.metric].tolist(), search.objective)
+        if math.isfinite(reward):
+            points.append(point)
+            rewards.append(reward)
+        complete += 1
+        stored_rows += len(rows)
+        stored_invalid += int((~rows["valid"]).sum())
+    tracker.start(stored_rows, stored_invalid)
+
+    class _IndexedOptunaSearch(OptunaSearch):
+        """Tags each suggested configuration with its sample index (stored as search_sample)."""
+
+        def __init__(self, *args: Any, first_index: int, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._next_index = first_index
+
+        def suggest(self, trial_id: str):  # type: ignore[override]
+            config = super().suggest(trial_id)
+            if isinstance(config, dict):
+                config = {**config, "search_sample": self._next_index}
+                self._next_index += 1
+            return config
+
+    alg = _IndexedOptunaSearch(
+        sampler=optuna.samplers.TPESampler(seed=search.sampler_seed),
+        points_to_evaluate=points or None, evaluated_rewards=rewards or None,
+        first_index=next_index,
+    )
+    return alg, max(0, search.num_samples - complete), stored_rows
