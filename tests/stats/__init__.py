@@ -1,0 +1,1 @@
+"""Tests of stats/ (engineer S): every statistic against an oracle."""
