@@ -50,6 +50,8 @@ INERTIAL_RETENTION = 0.5
 HALLUC_VAR = 0.01
 HALLUC_MEAN_ABS = 0.05
 DEFAULT_COAST_SEQUENCES = 1
+# Jacobians built at once, in numbers (float64: 8 bytes each): bounds memory at 128 MiB
+JACOBIAN_CHUNK_NUMBERS = 1 << 24
 
 DYNAMICS_COLUMNS = (
     "lyap_spectrum",
@@ -112,8 +114,8 @@ def lyapunov_exponents(
 
     inputs (K, B, T, I); h0 = 0; `lyapunov_window` decides the steps used. Returns
     (K, B, S) float64 on the params' device, each spectrum sorted descending (nats/step).
-    Analytic Jacobians and one batched float64 QR over all K·B sequences per step; only the
-    current step's Jacobians are ever held. Members with non-finite params or inputs get NaN.
+    Analytic Jacobians and one batched float64 QR over all K·B sequences per step; the
+    Jacobians are built a chunk of steps at a time (at most JACOBIAN_CHUNK_NUMBERS numbers). Members with non-finite params or inputs get NaN.
     """
     check_kind(kind)
     if inputs.ndim != 4:
@@ -128,15 +130,31 @@ def lyapunov_exponents(
     n_k, n_b = x.shape[:2]
     n_s = state_size(kind, p["head_w"].shape[1])
 
+    # The Jacobians depend on the trajectory only, not on Q: run the trajectory first, then
+    # build the Jacobians of a whole chunk of steps in one vectorised call (time folded into
+    # the batch), so the only per-step Python work left is one bmm and one batched QR.
     state: State = init_state(kind, p, n_b)
-    for t in range(warm):
+    states = []  # flat states BEFORE each measured step, (K, B, S) each
+    for t in range(warm + meas):
+        if t >= warm:
+            states.append(flat_state(state))
         state = cell_step(kind, p, x[:, :, t], state)
+    s_all = torch.stack(states, dim=2)  # (K, B, meas, S)
+    x_all = x[:, :, warm : warm + meas]  # (K, B, meas, I)
+    n_h = p["head_w"].shape[1]
+    chunk = max(1, JACOBIAN_CHUNK_NUMBERS // (n_k * n_b * n_s * n_s))
+
     q = torch.eye(n_s, dtype=torch.float64, device=x.device).expand(n_k * n_b, n_s, n_s)
     log_r = x.new_zeros(n_k * n_b, n_s)  # (K*B, S)
-    for t in range(warm, warm + meas):
-        state, jac = step_with_jacobian(kind, p, x[:, :, t], state)  # jac (K, B, S, S)
-        q, r = torch.linalg.qr(torch.bmm(jac.reshape(-1, n_s, n_s), q))
-        log_r += torch.log(torch.diagonal(r, dim1=-2, dim2=-1).abs())
+    for c0 in range(0, meas, chunk):
+        c1 = min(meas, c0 + chunk)
+        s_c = s_all[:, :, c0:c1].reshape(n_k, -1, n_s)  # (K, B*C, S)
+        st: State = (s_c[..., :n_h], s_c[..., n_h:]) if kind == "lstm" else s_c
+        _, jac = step_with_jacobian(kind, p, x_all[:, :, c0:c1].reshape(n_k, -1, x.shape[3]), st)
+        jac = jac.reshape(n_k * n_b, c1 - c0, n_s, n_s)  # (K*B, C, S, S)
+        for t in range(c1 - c0):
+            q, r = torch.linalg.qr(torch.bmm(jac[:, t], q))
+            log_r += torch.log(torch.diagonal(r, dim1=-2, dim2=-1).abs())
     spectra = (log_r / meas).reshape(n_k, n_b, n_s)
     spectra = torch.sort(spectra, dim=-1, descending=True).values
     return torch.where(ok.view(-1, 1, 1), spectra, torch.full_like(spectra, math.nan))

@@ -40,6 +40,17 @@ def _rows(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return v.unsqueeze(-1) * w.unsqueeze(1)
 
 
+def _gate_sum(coef: list[torch.Tensor], w: list[torch.Tensor]) -> torch.Tensor:
+    """Σ_g diag(coef_g) W_g for every (k, b): coef_g (K, B, H), W_g (K, H, H) -> (K, B, H, H).
+
+    One contraction over the gate axis writes the (K, B, H, H) result in a single pass,
+    instead of one full-size temporary per gate (these tensors are the big ones).
+    """
+    c = torch.stack(coef, dim=2)  # (K, B, G, H)
+    ws = torch.stack(w, dim=1)  # (K, G, H, H)
+    return torch.einsum("kbgi,kgij->kbij", c, ws)
+
+
 def step_with_jacobian(
     kind: str, params: dict[str, torch.Tensor], x_t: torch.Tensor, state: State
 ) -> tuple[State, torch.Tensor]:
@@ -68,11 +79,10 @@ def step_with_jacobian(
         n = torch.tanh(i_n + r * h_n)
         h_new = (1.0 - z) * n + z * h
         # dn/dh = diag(1 - n²) [diag(r) W_hn + diag(h_n r (1 - r)) W_hr]
-        dn = _rows((1.0 - n * n) * r, w_n) + _rows((1.0 - n * n) * h_n * r * (1.0 - r), w_r)
         # dh'/dh = diag(1 - z) dn/dh + diag((h - n) z (1 - z)) W_hz + diag(z)
-        jac = (1.0 - z).unsqueeze(-1) * dn
-        jac = jac + _rows((h - n) * z * (1.0 - z), w_z)
-        jac = jac + torch.diag_embed(z)
+        dn = (1.0 - z) * (1.0 - n * n)
+        jac = _gate_sum([dn * r, dn * h_n * r * (1.0 - r), (h - n) * z * (1.0 - z)], [w_n, w_r, w_z])
+        jac.diagonal(dim1=-2, dim2=-1).add_(z)
         return h_new, jac
 
     # lstm
@@ -87,14 +97,13 @@ def step_with_jacobian(
     tc = torch.tanh(c_new)
     h_new = o * tc
     # dc'/dh = diag(c f(1-f)) W_hf + diag(g i(1-i)) W_hi + diag(i (1-g²)) W_hg;  dc'/dc = diag(f)
-    dc_dh = _rows(c * f * (1.0 - f), w_f) + _rows(g * i * (1.0 - i), w_i) + _rows(i * (1.0 - g * g), w_g)
     # dh'/dh = diag(tanh(c') o(1-o)) W_ho + diag(o (1 - tanh²c')) dc'/dh;  dh'/dc = diag(o (1-tanh²c') f)
+    cf, ci, cg = c * f * (1.0 - f), g * i * (1.0 - i), i * (1.0 - g * g)
     do = o * (1.0 - tc * tc)  # (K, B, H)
-    dh_dh = _rows(tc * o * (1.0 - o), w_o) + do.unsqueeze(-1) * dc_dh
-    jac = h.new_zeros(*h.shape[:2], 2 * n_h, 2 * n_h)  # (K, B, 2H, 2H)
-    jac[..., :n_h, :n_h] = dh_dh
+    jac = h.new_empty(*h.shape[:2], 2 * n_h, 2 * n_h)  # (K, B, 2H, 2H), blocks [[hh, hc], [ch, cc]]
+    jac[..., n_h:, :n_h] = _gate_sum([cf, ci, cg], [w_f, w_i, w_g])
+    jac[..., :n_h, :n_h] = _gate_sum([do * cf, do * ci, do * cg, tc * o * (1.0 - o)], [w_f, w_i, w_g, w_o])
     jac[..., :n_h, n_h:] = torch.diag_embed(do * f)
-    jac[..., n_h:, :n_h] = dc_dh
     jac[..., n_h:, n_h:] = torch.diag_embed(f)
     return (h_new, c_new), jac
 
