@@ -15,6 +15,7 @@ from stats.effect import (
     welch_test,
 )
 from stats.intervals import Interval, bootstrap_interval, t_interval
+from stats.lyapunov import kaplan_yorke_dimension, lyapunov_spectrum  # engineer D's module
 from stats.multiple import benjamini_hochberg, holm
 from stats.permutation import (
     SignFlipResult,
@@ -35,6 +36,8 @@ __all__ = [
     "bootstrap_interval",
     "effect_size",
     "holm",
+    "kaplan_yorke_dimension",
+    "lyapunov_spectrum",
     "seeds_for_power",
     "sign_flip_test",
     "summarise_group",
@@ -43,11 +46,3 @@ __all__ = [
     "two_sample_permutation_test",
     "welch_test",
 ]
-
-try:  # stats.lyapunov is engineer D's module; tolerate it not existing yet, nothing else.
-    from stats.lyapunov import kaplan_yorke_dimension, lyapunov_spectrum
-except ModuleNotFoundError as e:  # pragma: no cover - only while the module is absent
-    if e.name != "stats.lyapunov":
-        raise
-else:
-    __all__ += ["kaplan_yorke_dimension", "lyapunov_spectrum"]
