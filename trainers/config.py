@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,8 +64,12 @@ class TrialConfig:
                 bad(name, f"must be >= 1, got {getattr(self, name)}")
         if self.steps < 0:
             bad("steps", f"must be >= 0, got {self.steps}")
-        if not self.lr > 0:
-            bad("lr", f"must be > 0, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            bad("lr", f"must be a finite number > 0, got {self.lr}")
+        if not (self.probe_ridge >= 0 and math.isfinite(self.probe_ridge)):
+            bad("probe_ridge", f"must be a finite number >= 0, got {self.probe_ridge}")
+        if not isinstance(self.world_params, Mapping):
+            bad("world_params", f"must be a mapping of parameter overrides, got {self.world_params!r}")
         if isinstance(self.data_seed, str) and self.data_seed != "per_seed":
             bad("data_seed", f"must be an integer or 'per_seed', got {self.data_seed!r}")
 
@@ -79,7 +85,7 @@ class TrialConfig:
         return dataclasses.asdict(self)
 
     def world_params_json(self) -> str:
-        return json.dumps(self.world_params, sort_keys=True)
+        return json.dumps(dict(self.world_params), sort_keys=True)
 
 
 # Result columns: name -> type ("str", "int", "float", "bool", "list<float>").

@@ -153,7 +153,9 @@ def evaluate(
         seq_perm = [cyclic_derangement(n, member_generator(m.seed, "probe_shuffle")) for m in members]
         time_perm = [1 + torch.randperm(t - 1, generator=member_generator(m.seed, "probe_shuffle_t")) for m in members]
         latents = [m.latent if m.latent is not None else m.obs.new_zeros(n, t) for m in members]
-        moments = {key: ProbeMoments(k, h, device) for key in PROBE_KEYS}
+        # trained states serve two targets (latent, shuffled latent): one design matrix
+        trained = ProbeMoments(k, h, 2, device)
+        untrained_m, noise_m = ProbeMoments(k, h, 1, device), ProbeMoments(k, h, 1, device)
     nll_sum = torch.zeros(k, dtype=torch.float64, device=device)
     bern = torch.tensor([m.bernoulli for m in members], device=device)
 
@@ -172,22 +174,28 @@ def evaluate(
         fit_rows = fit_seqs[:, start:stop, None].expand(k, c, t - 1).reshape(rows)
         target = torch.stack([lat[start:stop, 1:] for lat in latents]).reshape(rows)
         states = hs[:, :, 1:].reshape(*rows, h)
-        moments["probe_r2"].add(states, target, fit_rows)
         shuffled = torch.stack(
             [lat[sp[start:stop]][:, tp] for lat, sp, tp in zip(latents, seq_perm, time_perm, strict=True)]
         ).reshape(rows)
-        moments["probe_r2_shuffled"].add(states, shuffled, fit_rows)
+        trained.add(states, torch.stack([target, shuffled], dim=-1), fit_rows)
         noise = torch.stack([torch.randn(c * (t - 1), h, generator=g) for g in noise_gens]).to(device)
-        moments["probe_r2_noise"].add(noise.to(states.dtype), target, fit_rows)
-        if untrained is not None:
+        noise_m.add(noise.to(states.dtype), target.unsqueeze(-1), fit_rows)
+        if untrained is not None:  # else the untrained states are the trained ones
             hs0, _ = run_cell(kind, untrained, x)
-            states = hs0[:, :, 1:].reshape(*rows, h)
-        moments["probe_r2_untrained"].add(states, target, fit_rows)
+            untrained_m.add(hs0[:, :, 1:].reshape(*rows, h), target.unsqueeze(-1), fit_rows)
 
     nll = (nll_sum / (n * (t - 1))).tolist()
     out = [{"nll_model": v} for v in nll]
+    r2s = {key: [math.nan] * k for key in PROBE_KEYS}
+    if do_probe:
+        both = trained.r2(ridge)
+        r2s["probe_r2"], r2s["probe_r2_shuffled"] = both[:, 0].tolist(), both[:, 1].tolist()
+        r2s["probe_r2_untrained"] = (
+            untrained_m.r2(ridge)[:, 0].tolist() if untrained is not None else r2s["probe_r2"]
+        )
+        r2s["probe_r2_noise"] = noise_m.r2(ridge)[:, 0].tolist()
     for key in PROBE_KEYS:
-        r2 = moments[key].r2(ridge).tolist() if do_probe else [math.nan] * k
+        r2 = r2s[key]
         for row, v, ok in zip(out, r2, has_latent, strict=True):
             row[key] = v if ok else math.nan
     for row in out:

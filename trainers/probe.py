@@ -2,7 +2,13 @@
 
 Alignment (decision): the hidden state after reading input t, h[t] = run_cell(x)[..., t, :],
 is paired with latent[t] for t = 1 .. T-1 ("h[1:]"); t = 0, where the state has seen a
-single observation (for E1 always 0), is left out.
+single observation (for E1 always 0), is left out. For the LSTM the probe reads h, not the
+cell state c (the readout sees only h; the Lyapunov Jacobians use the full state (h, c)).
+The shuffled control pairs the state of (sequence n, step t) with the latent of (pi(n),
+sigma(t)): pi a random cyclic permutation of the sequences (no sequence keeps its own
+latent), sigma a random permutation of the steps 1..T-1, both from the member's seed. It is
+a bijection of the rows, like a uniform row shuffle, but needs no per-row index storage, so
+the evaluation can stream.
 
 Fit (SCIENCE.md §3): closed-form ridge with an unpenalised intercept,
     w = (X'X/n + lambda*I')^-1 X'y/n        (lambda = TrialConfig.probe_ridge, I' skips the intercept)
@@ -40,55 +46,46 @@ def cyclic_derangement(n: int, generator: torch.Generator) -> torch.Tensor:
 
 
 class ProbeMoments:
-    """Running moments of K independent ridge problems (float64 accumulators)."""
+    """Running moments of K independent ridge problems sharing one design matrix per member
+    and M target columns.
 
-    def __init__(self, k: int, h: int, device: torch.device | str = "cpu") -> None:
-        z = dict(dtype=torch.float64, device=device)
-        self.xtx_fit = torch.zeros(k, h + 1, h + 1, **z)
-        self.xty_fit = torch.zeros(k, h + 1, **z)
-        self.xtx_test = torch.zeros(k, h + 1, h + 1, **z)
-        self.xty_test = torch.zeros(k, h + 1, **z)
-        self.yty_test = torch.zeros(k, **z)
-        self.y_sum_test = torch.zeros(k, **z)
-        self.n_fit = torch.zeros(k, **z)
-        self.n_test = torch.zeros(k, **z)
+    With Z = [states, 1, targets] (K, R, H+1+M), the Gram matrices Z'Z over all rows and
+    over the fit rows hold every moment needed (X'X, X'y, y'y, sums, counts); the held-out
+    moments are their difference. Accumulated in float64.
+    """
 
-    def add(self, states: torch.Tensor, target: torch.Tensor, fit_rows: torch.Tensor) -> None:
-        """states (K, R, H), target (K, R), fit_rows (K, R) bool (False = held out)."""
-        x = torch.cat([states, torch.ones_like(states[..., :1])], dim=-1)  # (K, R, H+1)
-        y = target.to(x.dtype)
-        w_fit = fit_rows.to(x.dtype).unsqueeze(-1)  # (K, R, 1)
-        w_test = 1.0 - w_fit
-        xf, xt = x * w_fit, x * w_test
-        self.xtx_fit += torch.bmm(xf.transpose(1, 2), x).double()
-        self.xty_fit += torch.bmm(xf.transpose(1, 2), y.unsqueeze(-1)).squeeze(-1).double()
-        self.xtx_test += torch.bmm(xt.transpose(1, 2), x).double()
-        self.xty_test += torch.bmm(xt.transpose(1, 2), y.unsqueeze(-1)).squeeze(-1).double()
-        yt = y.double() * w_test.squeeze(-1).double()
-        self.yty_test += (yt * y.double()).sum(dim=1)
-        self.y_sum_test += yt.sum(dim=1)
-        self.n_fit += w_fit.squeeze(-1).double().sum(dim=1)
-        self.n_test += w_test.squeeze(-1).double().sum(dim=1)
+    def __init__(self, k: int, h: int, m: int = 1, device: torch.device | str = "cpu") -> None:
+        self.d = h + 1
+        size = (k, h + 1 + m, h + 1 + m)
+        self.gram_all = torch.zeros(size, dtype=torch.float64, device=device)
+        self.gram_fit = torch.zeros(size, dtype=torch.float64, device=device)
+
+    def add(self, states: torch.Tensor, targets: torch.Tensor, fit_rows: torch.Tensor) -> None:
+        """states (K, R, H), targets (K, R, M), fit_rows (K, R) bool (False = held out)."""
+        z = torch.cat([states, torch.ones_like(states[..., :1]), targets.to(states.dtype)], dim=-1)
+        zt = z.transpose(1, 2)  # (K, D, R)
+        self.gram_all += torch.bmm(zt, z).double()
+        self.gram_fit += torch.bmm(zt * fit_rows.to(z.dtype).unsqueeze(1), z).double()
 
     def r2(self, ridge: torch.Tensor | float) -> torch.Tensor:
-        """Held-out R^2 per member (K,) float64; NaN where the held-out latent has no variance
-        or there are no fit / held-out rows."""
-        k, d, _ = self.xtx_fit.shape
-        n = self.n_fit.clamp(min=1.0)[:, None, None]
-        lam = torch.as_tensor(ridge, dtype=torch.float64, device=self.xtx_fit.device).expand(k)
-        penalty = torch.eye(d, dtype=torch.float64, device=lam.device).expand(k, d, d).clone()
+        """Held-out R^2 per member and target (K, M) float64; NaN where the held-out target
+        has no variance or there are no fit / held-out rows."""
+        d = self.d
+        fit, test = self.gram_fit, self.gram_all - self.gram_fit
+        k = fit.shape[0]
+        n_fit, n_test = fit[:, d - 1, d - 1], test[:, d - 1, d - 1]  # the intercept counts rows
+        n = n_fit.clamp(min=1.0)[:, None, None]
+        lam = torch.as_tensor(ridge, dtype=torch.float64, device=n.device).expand(k)
+        penalty = torch.eye(d, dtype=torch.float64, device=n.device).expand(k, d, d).clone()
         penalty[:, -1, -1] = 0.0  # the intercept is not shrunk
-        a = self.xtx_fit / n + lam[:, None, None] * penalty
-        b = self.xty_fit / n.squeeze(-1)
-        w, info = torch.linalg.solve_ex(a, b)  # (K, H+1); info != 0: singular (ridge 0)
-        sse = (
-            self.yty_test
-            - 2.0 * (w * self.xty_test).sum(dim=1)
-            + torch.einsum("ki,kij,kj->k", w, self.xtx_test, w)
-        )
-        sst = self.yty_test - self.y_sum_test**2 / self.n_test.clamp(min=1.0)
-        scale = self.yty_test.abs().clamp(min=1e-300)
-        degenerate = (sst <= 1e-12 * scale) | (self.n_test < 1) | (self.n_fit < 1) | (info != 0)
+        a = fit[:, :d, :d] / n + lam[:, None, None] * penalty
+        w, info = torch.linalg.solve_ex(a, fit[:, :d, d:] / n)  # (K, H+1, M); info != 0: singular
+        yty = torch.diagonal(test[:, d:, d:], dim1=1, dim2=2)  # (K, M)
+        y_sum = test[:, d - 1, d:]  # (K, M)
+        sse = yty - 2.0 * (w * test[:, :d, d:]).sum(dim=1) + torch.einsum("kim,kij,kjm->km", w, test[:, :d, :d], w)
+        sst = yty - y_sum**2 / n_test.clamp(min=1.0)[:, None]
+        bad = ((n_test < 1) | (n_fit < 1) | (info != 0))[:, None]
+        degenerate = (sst <= 1e-12 * yty.abs().clamp(min=1e-300)) | bad
         r2 = 1.0 - sse.clamp(min=0.0) / sst
         return torch.where(degenerate, torch.full_like(r2, math.nan), r2)
 
@@ -99,7 +96,7 @@ def probe_r2(
     """Held-out R^2 of whole tensors: states (K, N, T, H), latent (K, N, T) aligned with
     the states, fit_seqs (K, N) bool. Rows t = 1..T-1 enter, per the module docstring."""
     k, n, t, h = states.shape
-    m = ProbeMoments(k, h, states.device)
+    m = ProbeMoments(k, h, 1, states.device)
     fit_rows = fit_seqs[:, :, None].expand(k, n, t - 1).reshape(k, -1)
-    m.add(states[:, :, 1:].reshape(k, -1, h), latent[:, :, 1:].reshape(k, -1), fit_rows)
-    return m.r2(ridge)
+    m.add(states[:, :, 1:].reshape(k, -1, h), latent[:, :, 1:].reshape(k, -1, 1), fit_rows)
+    return m.r2(ridge)[:, 0]

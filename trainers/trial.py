@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -67,11 +68,11 @@ def as_config(config: TrialConfig | dict[str, Any]) -> TrialConfig:
     return config if isinstance(config, TrialConfig) else TrialConfig.from_dict(dict(config))
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=1024)
 def _seq_len(world: str, params_json: str) -> int:
-    from worlds import make
+    from worlds import spec
 
-    return make(world, seed=0, n_train=1, n_eval=1, **json.loads(params_json)).meta.seq_len
+    return int(spec(world).resolve(json.loads(params_json))["T"])  # validates the overrides
 
 
 def pack_key(config: TrialConfig | dict[str, Any]) -> tuple:
@@ -102,7 +103,7 @@ def run_trial(
 
 
 def _check_seed(i: int, seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise SpecError(f"seeds[{i}]", f"must be an integer >= 0, got {seed!r}")
     return int(seed)
 

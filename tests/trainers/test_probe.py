@@ -59,5 +59,5 @@ def test_matches_numpy_least_squares_on_held_out_rows() -> None:
 
 def test_constant_latent_gives_nan() -> None:
     m = ProbeMoments(1, 2)
-    m.add(torch.randn(1, 40, 2), torch.full((1, 40), 3.0), torch.arange(40)[None] < 30)
-    assert math.isnan(float(m.r2(1e-3)[0]))
+    m.add(torch.randn(1, 40, 2), torch.full((1, 40, 1), 3.0), torch.arange(40)[None] < 30)
+    assert math.isnan(float(m.r2(1e-3)[0, 0]))
