@@ -160,8 +160,6 @@ def run_packed(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    if steps == 0 and progress is not None:
-        progress(0, 0)
     params = scramble_core(outcome.params, seeds) if mode == "scramble_core" else outcome.params
 
     eval_members = [

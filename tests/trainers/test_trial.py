@@ -160,3 +160,28 @@ def test_e2_null_gives_delta_nll_near_zero() -> None:
         assert row["baseline_choice"] == "mean"
         assert abs(row["delta_nll"]) < 0.15, row  # on a scale of ~48 nats per step
         assert math.isnan(row["probe_r2"]) and row["valid"]
+
+
+def test_validity_reasons() -> None:
+    from trainers.trial import _validity
+
+    cfg = TrialConfig()
+    row = {name: 0.5 for name in RESULT_COLUMNS if RESULT_COLUMNS[name] == "float"}
+    row["lyap_spectrum"] = [0.1]
+    assert _validity(row, -1, True, cfg) == (True, "")
+    assert _validity(row, 7, True, cfg) == (False, "diverged: non-finite loss or gradient at step 7")
+    nan_probe = {**row, "probe_r2": math.nan, "probe_margin": math.nan}
+    assert _validity(nan_probe, -1, False, cfg)[0]  # null world: NaN probe expected
+    assert _validity(nan_probe, -1, True, cfg) == (False, "non-finite probe_r2 (nan)")
+    assert _validity({**row, "nll_model": math.inf}, -1, True, cfg) == (False, "non-finite nll_model (inf)")
+    assert _validity({**row, "lyap_1": math.nan}, -1, True, cfg)[1] == "non-finite lyap_1 (nan)"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("lr", math.inf), ("lr", 0.0), ("probe_ridge", -1.0), ("world_params", [1]), ("mode", "half")],
+)
+def test_config_errors_name_the_field(field: str, value: object) -> None:
+    with pytest.raises(SpecError) as e:
+        TrialConfig.from_dict({field: value})
+    assert e.value.field == field
