@@ -8,6 +8,7 @@ No cluster, no network: these are static checks, so they run in well under a sec
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Iterator
@@ -239,6 +240,17 @@ def check_ray_cluster_spec(spec: dict, name: str) -> None:
                 assert c["image"].endswith(v["IMAGE_TAG_GPU"]), f"{where}: GPU pod needs the CUDA image"
                 assert any(t["key"] == "nvidia.com/gpu" for t in pod.get("tolerations", []))
     assert gpu_groups >= 1, f"{name}: no GPU worker group"
+    # the node types declared to the driver are exactly what the worker groups provide
+    declared = json.loads(env_of(spec["headGroupSpec"]["template"]["spec"]["containers"][0])
+                          ["WORLDSWEEP_AUTOSCALER_NODE_TYPES"]["value"])
+    provided = []
+    for g in spec["workerGroupSpecs"]:
+        limits = g["template"]["spec"]["containers"][0]["resources"]["limits"]
+        shape = {"CPU": float(limits["cpu"])}
+        if "nvidia.com/gpu" in limits:
+            shape["GPU"] = float(limits["nvidia.com/gpu"])
+        provided.append(shape)
+    assert [{k: float(v) for k, v in t.items()} for t in declared] == provided, name
     for g in spec["workerGroupSpecs"]:
         assert 0 <= g["minReplicas"] <= g["replicas"] <= g["maxReplicas"], g["groupName"]
         assert g["maxReplicas"] > g["minReplicas"], f"{g['groupName']} cannot autoscale"
@@ -319,6 +331,8 @@ def test_cluster_launcher_config():
     assert doc["docker"]["image"].endswith(v["IMAGE_TAG_GPU"])
     opts = " ".join(doc["docker"]["run_options"])
     assert "RAY_AUTH_MODE=token" in opts and "RAY_USAGE_STATS_ENABLED=0" in opts
+    declared = re.search(r"'WORLDSWEEP_AUTOSCALER_NODE_TYPES=(.*?)'", opts).group(1)
+    assert json.loads(declared) == [t["resources"] for t in workers.values()]
     store = re.search(r"WORLDSWEEP_STORE=(\S+)", opts).group(1)
     assert store.startswith("s3://")
     # the token reaches every node as Ray's default token file
