@@ -29,6 +29,7 @@ This is the only module that imports `ray`. The flow:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -63,8 +64,8 @@ __all__ = ["Progress", "RunSummary", "run_experiment", "init_ray", "MAX_FAILURES
 @dataclass(frozen=True)
 class Progress:
     seed_runs_total: int
-    seed_runs_done: int  # stored so far, valid or invalid (includes those stored before this run)
-    seed_runs_failed: int  # of those, rows with valid=False
+    seed_runs_done: int  # stored with a valid result (includes those stored before this run)
+    seed_runs_failed: int  # stored as invalid (training raised or diverged); done + failed = finished
     eta_seconds: float | None  # None until the first trial of this run reports
     elapsed_seconds: float = 0.0
 
@@ -77,8 +78,8 @@ class RunSummary:
     experiment_id: str
     spec_hash: str
     seed_runs_total: int
-    seed_runs_done: int
-    seed_runs_failed: int
+    seed_runs_done: int  # valid rows stored (as in Progress)
+    seed_runs_failed: int  # invalid rows stored
     seed_runs_skipped: int  # already in the store when the run started
     seed_runs_trained: int  # trained (or recorded as failed) by this run
     trials: int
@@ -110,23 +111,83 @@ def init_ray(ray_address: str | None = None, num_cpus: int | None = None) -> Non
 
 
 def _check_cluster(spec: ExperimentSpec, store: ResultStore) -> None:
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    check_cluster_fit(spec, store, ray.nodes(), autoscaler_node_types=_autoscaler_node_types(),
+                      shared_fs=os.environ.get("WORLDSWEEP_SHARED_FS") == "1")
+
+
+def _autoscaler_node_types() -> list[dict[str, float]]:
+    """Resources of each node type the cluster's autoscaler may still add (KubeRay worker
+    groups, cluster-launcher node types), so that a GPU group scaled to zero counts as GPUs.
+
+    $WORLDSWEEP_AUTOSCALER_NODE_TYPES (a JSON list of resource dicts, e.g.
+    `[{"CPU": 8, "GPU": 1}]`, set by the deploy/ manifests) declares them; otherwise the
+    cluster config an autoscaler may publish in the GCS is read (the private accessor Ray
+    Train and Ray Data use); [] when neither exists."""
+    declared = os.environ.get("WORLDSWEEP_AUTOSCALER_NODE_TYPES")
+    if declared:
+        try:
+            types = json.loads(declared)
+            if not isinstance(types, list) or not all(isinstance(t, dict) for t in types):
+                raise ValueError("not a list of objects")
+            return [{str(k): float(v) for k, v in t.items()} for t in types]
+        except ValueError as e:
+            raise ClusterError("WORLDSWEEP_AUTOSCALER_NODE_TYPES must be a JSON list of resource "
+                               f'objects like [{{"CPU": 8, "GPU": 1}}]: {e}') from None
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - private API: no autoscaler information is not an error
+        return []
+    if config is None:
+        return []
+    return [{k: float(v) for k, v in group.resources.items()}
+            for group in config.node_group_configs if group.max_count != 0]
+
+
+def check_cluster_fit(
+    spec: ExperimentSpec,
+    store: ResultStore,
+    nodes: list[dict[str, Any]],
+    *,
+    autoscaler_node_types: list[dict[str, float]] | None = None,
+    shared_fs: bool = False,
+) -> None:
+    """Refuse, before anything is scheduled, a spec the cluster can never run or a store the
+    trials cannot share. Pure: `nodes` is `ray.nodes()`, `autoscaler_node_types` the resources
+    of node types an autoscaler can add.
+
+    * GPUs: `gpus_per_trial > 0` needs a GPU on some node (now, or a node type the autoscaler
+      can add), and no more GPUs than one node has (fractions share one GPU).
+    * CPUs: `cpus_per_trial` must fit on one node.
+    * Store: a node-local path is refused when the trials may run on other machines: alive
+      nodes with different IP addresses, or an autoscaler that adds nodes. Several nodes on
+      one machine (one IP: `ray start` twice, as in the tests) share its disk, so a local
+      path is allowed there; `shared_fs` (WORLDSWEEP_SHARED_FS=1) declares a path mounted on
+      every node (NFS) shared.
+    """
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    shapes = alive + list(autoscaler_node_types or [])
     res = spec.resources
-    gpus = sum(n.get("Resources", {}).get("GPU", 0) for n in nodes)
-    if res.gpus_per_trial > 0 and gpus == 0:
-        raise ClusterError(f"the spec asks for resources.gpus_per_trial={res.gpus_per_trial:g} but the "
-                           "Ray cluster has no GPUs; set gpus_per_trial: 0 or join a cluster with GPU workers")
-    if res.gpus_per_trial > max((n.get("Resources", {}).get("GPU", 0) for n in nodes), default=0):
-        raise ClusterError(f"resources.gpus_per_trial={res.gpus_per_trial:g} is more than any node has")
-    most_cpus = max((n.get("Resources", {}).get("CPU", 0) for n in nodes), default=0)
+    if res.gpus_per_trial > 0:
+        if not any(r.get("GPU", 0) > 0 for r in shapes):
+            raise ClusterError(f"the spec asks for resources.gpus_per_trial={res.gpus_per_trial:g} but the "
+                               "Ray cluster has no GPUs; set gpus_per_trial: 0 or join a cluster with GPU workers")
+        most = max(r.get("GPU", 0) for r in shapes)
+        if res.gpus_per_trial > most:
+            raise ClusterError(f"resources.gpus_per_trial={res.gpus_per_trial:g} is more than any node has "
+                               f"({most:g} GPUs); use at most {most:g}, or a fraction to share a GPU")
+    most_cpus = max((r.get("CPU", 0) for r in shapes), default=0)
     if res.cpus_per_trial > most_cpus:
         raise ClusterError(f"resources.cpus_per_trial={res.cpus_per_trial:g} is more than any node has ({most_cpus:g})")
-    hosts = {n.get("NodeManagerAddress") for n in nodes}
-    if store.is_local and len(hosts) > 1 and os.environ.get("WORLDSWEEP_SHARED_FS") != "1":
+    hosts = {n.get("NodeManagerAddress") for n in nodes if n.get("Alive")}
+    if store.is_local and not shared_fs and (len(hosts) > 1 or autoscaler_node_types):
+        where = (f"spans {len(hosts)} machines" if len(hosts) > 1
+                 else "has an autoscaler that adds machines")
         raise StoreError(
-            f"the result store {store.uri!r} is a node-local path but the Ray cluster spans "
-            f"{len(hosts)} machines; use an s3:// (or other shared) store URI, or set "
-            "WORLDSWEEP_SHARED_FS=1 if that path is a filesystem shared by every node")
+            f"the result store {store.uri!r} is a node-local path but the Ray cluster {where}; "
+            "use an s3:// (or other shared) store URI, or set WORLDSWEEP_SHARED_FS=1 if that path "
+            "is a filesystem shared by every node")
 
 
 # ---- the trainable (runs in a Ray worker) ----------------------------------------------------
@@ -399,7 +460,7 @@ class _Tracker:
 
     def __init__(self, total: int, progress: Callable[[Progress], None] | None, started: float) -> None:
         self.total, self.callback, self.started = total, progress, started
-        self.skipped = self.done = self.failed = 0
+        self.skipped = self.finished = self.failed = 0
         self.running: dict[str, tuple[float, int]] = {}  # trial id -> (fraction, members)
         self.members: dict[str, list[Member]] = {}
         self.first_done_at: float | None = None
@@ -407,7 +468,7 @@ class _Tracker:
 
     def start(self, skipped: int, skipped_invalid: int) -> None:
         self.skipped = skipped
-        self.done = skipped
+        self.finished = skipped
         self.failed = skipped_invalid
         self.run_started = time.monotonic()
 
@@ -415,21 +476,22 @@ class _Tracker:
         if self.callback is None:
             return
         now = time.monotonic()
-        trained = self.done - self.skipped + sum(f * n for f, n in self.running.values())
-        remaining = self.total - self.done - sum(f * n for f, n in self.running.values())
+        running = sum(f * n for f, n in self.running.values())
+        trained = self.finished - self.skipped + running
+        remaining = self.total - self.finished - running
         eta = None
         if trained > 0:
             eta = max(0.0, remaining * (now - self.run_started) / trained)
-        if self.done >= self.total:
+        if self.finished >= self.total:
             eta = 0.0
-        self.callback(Progress(self.total, min(self.done, self.total), self.failed, eta, now - self.started))
+        self.callback(Progress(self.total, self.finished - self.failed, self.failed, eta, now - self.started))
 
     def summary(self, experiment_id: str, spec_hash: str, skipped: int, trials: int, trials_failed: int,
                 cancelled: bool) -> RunSummary:
         return RunSummary(
             experiment_id=experiment_id, spec_hash=spec_hash, seed_runs_total=self.total,
-            seed_runs_done=min(self.done, self.total), seed_runs_failed=self.failed,
-            seed_runs_skipped=skipped, seed_runs_trained=self.done - self.skipped,
+            seed_runs_done=self.finished - self.failed, seed_runs_failed=self.failed,
+            seed_runs_skipped=skipped, seed_runs_trained=self.finished - self.skipped,
             trials=trials, trials_failed=trials_failed, cancelled=cancelled,
             elapsed_seconds=time.monotonic() - self.started,
         )
@@ -457,7 +519,7 @@ class _ProgressCallback(tune.Callback):
         result = trial.last_result or {}
         if "done_rows" in result and trial.trial_id not in self.finished:
             self.finished.add(trial.trial_id)
-            self.tracker.done += int(result["done_rows"])
+            self.tracker.finished += int(result["done_rows"])
             self.tracker.failed += int(result.get("invalid_rows", 0))
         self.tracker.emit()
 
@@ -468,7 +530,7 @@ class _ProgressCallback(tune.Callback):
         self.finished.add(trial.trial_id)
         error = _trial_error_text(trial)
         n = _store_failure(self.store, self.experiment_id, self.spec, self.ctx, trial.config, error, self.tracker)
-        self.tracker.done += n
+        self.tracker.finished += n
         self.tracker.failed += n
         self.tracker.emit()
 

@@ -7,7 +7,7 @@ A trial trains a list of *members*, (TrialConfig, seed) pairs, in one vectorised
 2. Units whose configurations have the same `trainers.pack_key` (same model, hidden size,
    sequence length, batch, steps, mode, ... : the cell's tensor shapes agree) are combined,
    in grid order, into one trial while the trial holds at most `resources.member_cap`
-   members (`members_per_trial`, default 4 x seeds_per_trial). Typical packs: a world and
+   members (`members_per_trial`; default max(seeds_per_trial, 32) on CPU, 256 on GPU). Typical packs: a world and
    its null twin, or several learning rates. Bigger vectorised batches of independent
    networks are the main speed lever; the cap keeps one trial from serialising a sweep that
    could use many workers, and bounds the memory of one trial.
@@ -72,21 +72,24 @@ def pack(members: list[Member], *, seeds_per_trial: int, member_cap: int) -> lis
     by_config: dict[str, list[Member]] = {}
     for c, s in members:
         by_config.setdefault(config_id(c), []).append((c, s))
-    groups: dict[tuple, list[list[Member]]] = {}
-    for ms in by_config.values():
+    groups: dict[tuple, list[tuple[str, list[Member]]]] = {}
+    for cid, ms in by_config.items():
         key = _pack_key(ms[0][0])
-        units = [ms[i:i + unit_size] for i in range(0, len(ms), unit_size)]
-        groups.setdefault(key, []).extend(units)
+        groups.setdefault(key, []).extend((cid, ms[i:i + unit_size]) for i in range(0, len(ms), unit_size))
     plans: list[TrialPlan] = []
     for units in groups.values():
-        current: list[Member] = []
-        for unit in units:
-            if current and len(current) + len(unit) > member_cap:
-                plans.append(TrialPlan(chunk_id_of(current), tuple(current)))
-                current = []
-            current.extend(unit)
-        if current:
-            plans.append(TrialPlan(chunk_id_of(current), tuple(current)))
+        # First fit: a unit joins the first open trial with room that does not yet hold a
+        # chunk of the same configuration (seeds_per_trial bounds seeds per configuration).
+        open_trials: list[tuple[set[str], list[Member]]] = []
+        for cid, unit in units:
+            target = next((t for t in open_trials
+                           if cid not in t[0] and len(t[1]) + len(unit) <= member_cap), None)
+            if target is None:
+                target = (set(), [])
+                open_trials.append(target)
+            target[0].add(cid)
+            target[1].extend(unit)
+        plans += [TrialPlan(chunk_id_of(ms), tuple(ms)) for _, ms in open_trials]
     return plans
 
 
