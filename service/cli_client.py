@@ -164,7 +164,7 @@ def render_tables(tables: dict[str, dict[str, Any]]) -> str:
            _table(d["data"], GROUP + ["n", "n_invalid", "mean", "ci95", "p_value", "p_holm"])]
     if c["data"]:
         out += ["", "struct − null contrasts (paired by seed):",
-                _table(c["data"], ["structured", "null", "model", "hidden_dim", "mode", "time_cond", "lr",
+                _table(c["data"], ["struct_world", "null_world", "model", "hidden_dim", "mode", "time_cond", "lr",
                                    "n_pairs", "mean_diff", "ci95", "p_value", "p_holm", "cohen_dz"])]
     if any(r.get("lambda1_mean") is not None for r in ly["data"]):
         out += ["", "Lyapunov λ1 per group:",

@@ -29,7 +29,7 @@ PROGRESS_EVERY_S = 0.25  # progress writes are cheap, but not free on a slow dis
 STOP_CHECK_EVERY_S = 0.5
 
 
-def _die_with_parent(parent_pid: int | None) -> None:
+def _die_with_parent() -> None:
     """Ask Linux to SIGTERM us when the server dies, so an orphan never trains on alone."""
     if sys.platform.startswith("linux"):
         try:
@@ -99,7 +99,7 @@ def run(experiment_id: str, settings: Settings | None = None) -> int:
         return 0
     parent = os.environ.get("WORLDSWEEP_PARENT_PID")
     parent_pid = int(parent) if parent and parent.isdigit() else None
-    _die_with_parent(parent_pid)
+    _die_with_parent()
     controls = _Controls(db, experiment_id, parent_pid)
     if controls.orphaned():  # the server died before prctl took effect
         return 0
@@ -108,10 +108,10 @@ def run(experiment_id: str, settings: Settings | None = None) -> int:
 
     try:
         from service.driver import run_experiment
-        from service.spec import ExperimentSpec
+        from service.spec import load_spec
         from service.store import ResultStore
 
-        spec = ExperimentSpec.model_validate(rec.spec)
+        spec = load_spec(rec.spec)
         store = ResultStore(settings.resolved_store())
         summary = run_experiment(spec, experiment_id, store, ray_address=settings.ray_address,
                                  progress=controls.progress, should_stop=controls.should_stop)
@@ -135,13 +135,11 @@ def run(experiment_id: str, settings: Settings | None = None) -> int:
 
 
 def _summary_complete(summary: Any, controls: _Controls) -> bool:
-    for name in ("complete", "completed"):
-        value = getattr(summary, name, None)
-        if isinstance(value, bool):
-            return value
-    if getattr(summary, "stopped", False):
-        return False
-    return controls.complete()
+    """Every seed-run of the experiment is stored (valid or recorded as failed)."""
+    try:
+        return summary.seed_runs_done + summary.seed_runs_failed >= summary.seed_runs_total
+    except AttributeError:
+        return controls.complete()
 
 
 def main(argv: list[str] | None = None) -> int:

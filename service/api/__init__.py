@@ -21,7 +21,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import require_token
-from service.api.errors import BodySizeLimit, install_error_handlers
+from service.api.errors import BodySizeLimit, CatchAll, install_error_handlers
 from service.api.routes import experiments, health, results
 from service.settings import Settings
 
@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(CatchAll)  # added last: wraps the others
     app.include_router(_summaries_from_docstrings(health.router))
     for module in (experiments, results):
         app.include_router(_summaries_from_docstrings(module.router), dependencies=[Depends(require_token)])

@@ -84,17 +84,44 @@ async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
     return JSONResponse(error_body(str(exc), "body"), status_code=413)
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(error_body("internal server error; see the server log"), status_code=500)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(WorldsweepError, _worldsweep_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(BodyTooLarge, _too_large)
-    app.add_exception_handler(Exception, _unexpected)
+
+
+class CatchAll:
+    """ASGI middleware: any exception no handler claimed becomes a generic 500 JSON answer.
+
+    Logged here with its traceback (server side only). Unlike Starlette's ServerErrorMiddleware
+    it does not re-raise, so uvicorn keeps the client's keep-alive connection open instead of
+    dropping it after the answer.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise  # half-sent: only closing the connection can tell the client
+            response = JSONResponse(error_body("internal server error; see the server log"), status_code=500)
+            await response(scope, receive, send)
 
 
 class BodySizeLimit:

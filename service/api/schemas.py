@@ -105,17 +105,17 @@ class ResultsResponse(BaseModel):
     data: list[ResultRow]  # type: ignore[valid-type]
 
 
-# -- statistics ------------------------------------------------------------------------
+# -- statistics (rows of stats.report; field names are the issue-5 contract) -------------
+Pair = list[float | None]  # an interval [low, high]; null ends where undefined (n < 2)
+
+
 class GroupKey(BaseModel):
-    """The axis columns a group of seeds is keyed by (those present in the experiment)."""
+    """The axis columns a group of seeds is keyed by (stats.report.GROUP_COLUMNS)."""
 
     model_config = ConfigDict(extra="allow")
 
     world: str | None = None
-    world_role: str | None = None
-    world_family: str | None = None
-    world_params: str | None = None
-    seq_len: int | None = None
+    world_params: str | None = Field(default=None, description="JSON of the world overrides")
     model: str | None = None
     hidden_dim: int | None = None
     mode: str | None = None
@@ -126,60 +126,93 @@ class GroupKey(BaseModel):
     n_train: int | None = None
     n_eval: int | None = None
     baseline_kind: str | None = None
+    search_sample: int | None = Field(default=None, description="Optuna sample (searches only)")
 
 
 class DeltaNllRow(GroupKey):
-    n: int = Field(description="valid seeds in the group")
+    world_role: str | None = None
+    world_family: str | None = None
+    n: int = Field(description="valid seeds in the group (invalid / non-finite rows excluded)")
     n_invalid: int
-    mean: float | None
+    mean: float | None = Field(description="mean ΔNLL = NLL_baseline − NLL_model (nats/step); > 0 beats the baseline")
     std: float | None
-    ci95: list[float | None] | None = Field(description="t-based 95% interval [low, high]")
-    ci95_bca: list[float | None] | None = Field(description="BCa bootstrap 95% interval")
+    ci95: Pair = Field(description="t-based 95% interval [low, high]")
+    ci95_bca: Pair = Field(description="BCa bootstrap 95% interval")
     p_value: float | None = Field(description="one-sided sign-flip test of mean ΔNLL > 0")
-    exact: bool | None = Field(description="p from all 2^n sign patterns (else Monte Carlo)")
-    p_holm: float | None
-    p_bh: float | None
+    exact: bool = Field(description="p from all 2^n sign patterns (else Monte Carlo)")
+    p_holm: float | None = Field(description="Holm-adjusted across the table")
+    p_bh: float | None = Field(description="Benjamini–Hochberg-adjusted across the table")
 
 
 class ContrastRow(GroupKey):
-    structured: str | None = None
-    null: str | None = None
-    n_pairs: int
-    mean_diff: float | None
-    ci95: list[float | None] | None
+    world_family: str
+    struct_world: str
+    null_world: str
+    null_role: str = Field(description="null | null_iid")
+    null_world_params: str | None = None
+    n_pairs: int = Field(description="seeds valid on both sides")
+    n_struct: int
+    n_null: int
+    n_invalid: int
+    mean_diff: float | None = Field(description="mean of ΔNLL(struct) − ΔNLL(null), paired by seed")
+    std_diff: float | None
+    ci95: Pair
+    ci95_bca: Pair
     p_value: float | None = Field(description="paired sign-flip test of struct − null > 0")
-    p_two_sample: float | None
+    exact: bool
+    p_two_sample: float | None = Field(description="label permutation test, struct > null (unpaired)")
     p_holm: float | None
     p_bh: float | None
     cohen_dz: float | None
-    seeds_for_80pct_power: int | None
+    seeds_for_80pct_power: int | None = Field(description="seeds for 80% power at α = 0.05 (null: unreachable)")
 
 
 class LyapunovRow(GroupKey):
-    n: int
+    n: int = Field(description="seeds with a finite λ1")
+    n_invalid: int
     lambda1_mean: float | None
-    lambda1_ci95: list[float | None] | None
-    gap_mean: float | None
-    sum_mean: float | None
-    ky_dim_mean: float | None
-    label_counts: dict[str, int] = Field(default_factory=dict)
-    spectrum_mean: list[float | None] | None = None
+    lambda1_std: float | None
+    lambda1_ci95: Pair
+    gap_mean: float | None = Field(description="mean λ1 − λ2")
+    sum_mean: float | None = Field(description="mean Σλ")
+    ky_dim_mean: float | None = Field(description="mean Kaplan–Yorke dimension")
+    label_counts: dict[str, int] = Field(description="seeds per label (marginal / sink / chaotic / ...)")
+    mean_spectrum: list[float | None] | None = Field(description="elementwise mean spectrum (nats/step)")
 
 
-class LyapunovComparison(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class LyapunovComparison(GroupKey):
+    """λ1 of two model types in otherwise equal groups."""
 
-    model_a: str | None = None
-    model_b: str | None = None
-    n_a: int | None = None
-    n_b: int | None = None
-    mean_diff: float | None = None
-    p_welch: float | None = None
-    p_permutation: float | None = None
+    model_a: str
+    model_b: str
+    n_a: int
+    n_b: int
+    lambda1_mean_a: float | None
+    lambda1_mean_b: float | None
+    lambda1_diff: float | None = Field(description="a − b")
+    p_welch: float | None = Field(description="two-sided Welch t-test")
+    p_permutation: float | None = Field(description="two-sided label permutation test")
+    p_holm: float | None = Field(description="of p_permutation, across the comparisons")
+    p_bh: float | None
 
 
 class DynamicsRow(GroupKey):
+    world_role: str | None = None
+    world_family: str | None = None
     n: int
+    n_invalid: int
+    lambda1_mean: float | None
+    coast_n: int
+    coast_retention_mean: float | None
+    coast_retention_ci95: Pair
+    coast_autocorr_mean: float | None
+    coast_mean_abs_mean: float | None
+    coast_decay_mean: float | None
+    coast_label_counts: dict[str, int] = Field(description="inertial / dissipative")
+    halluc_n: int = Field(description="seeds with a hallucination measurement (null-trained models)")
+    halluc_var_mean: float | None
+    halluc_mean_abs_mean: float | None
+    halluc_label_counts: dict[str, int] = Field(description="hallucination / nihilism")
 
 
 class _StatsEnvelope(BaseModel):

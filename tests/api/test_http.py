@@ -239,6 +239,9 @@ def test_openapi_describes_every_endpoint_with_typed_responses(api: httpx.Client
         components["DeltaNllRow"]["properties"])
     assert {"n_pairs", "mean_diff", "ci95", "p_value", "p_two_sample", "p_holm", "p_bh", "cohen_dz",
             "seeds_for_80pct_power"} <= set(components["ContrastRow"]["properties"])
+    assert {"lambda1_mean", "lambda1_ci95", "gap_mean", "sum_mean", "ky_dim_mean", "label_counts",
+            "mean_spectrum"} <= set(components["LyapunovRow"]["properties"])
+    assert {"p_welch", "p_permutation"} <= set(components["LyapunovComparison"]["properties"])
     assert components["Progress"]["required"] == ["seed_runs_total", "seed_runs_done", "seed_runs_failed",
                                                   "eta_seconds", "fraction"]
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
