@@ -36,7 +36,16 @@ class GroupSummary:
 
 
 def _split_rows(values: object, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """(values, valid flags) from numbers or from row mappings (row[column], row["valid"])."""
+    """(values, valid flags) from numbers, row mappings (row[column], row["valid"]) or a
+    DataFrame-like object with those columns (duck-typed: pandas is not imported here)."""
+    if hasattr(values, "columns"):
+        if column not in values.columns:
+            raise SpecError("values", f"has no column {column!r}")
+        vals = _floats(values[column].to_numpy(dtype=float, na_value=math.nan), "values")
+        if "valid" not in values.columns:
+            return vals, np.ones(vals.shape, dtype=bool)
+        flags = [v is not None and v == v and bool(v) for v in values["valid"].to_numpy()]
+        return vals, np.asarray(flags, dtype=bool)
     if isinstance(values, Sequence) and values and isinstance(values[0], Mapping):
         vals, flags = [], []
         for i, row in enumerate(values):
@@ -46,7 +55,8 @@ def _split_rows(values: object, column: str) -> tuple[np.ndarray, np.ndarray]:
                 raise SpecError(f"values[{i}]", f"has no column {column!r}")
             v = row[column]
             vals.append(math.nan if v is None else v)
-            flags.append(bool(row.get("valid", True)))
+            flag = row.get("valid", True)
+            flags.append(flag is not None and flag == flag and bool(flag))
         return _floats(vals, "values"), np.asarray(flags, dtype=bool)
     arr = _floats(values, "values")
     return arr, np.ones(arr.shape, dtype=bool)
@@ -75,8 +85,8 @@ def summarise_group(
 ) -> GroupSummary:
     """Summarise one group: n, n_invalid, mean, SD, t and BCa intervals, sign-flip p-value.
 
-    values: per-seed numbers, or rows (mappings) from which `column` and the "valid" flag
-    are read. valid: optional flags (same length) for numbers. rng (int seed, Generator, or
+    values: per-seed numbers, or rows (mappings, or a DataFrame) from which `column` and
+    the "valid" flag (absent: valid; null: invalid) are read. valid: optional flags (same length) for numbers. rng (int seed, Generator, or
     None for seed 0) drives the Monte Carlo sign flips (n > 20) and the bootstrap.
     bootstrap=False skips the BCa interval (NaN pair), which is the slow part.
     """

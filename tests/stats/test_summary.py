@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from stats import bootstrap_interval, sign_flip_test, summarise_group, t_interval
@@ -26,6 +27,7 @@ def test_summary_of_rows_excludes_invalid_and_non_finite():
     assert s.ci95 == (t_interval(x).low, t_interval(x).high)
     assert s.p_value == sign_flip_test(x).p_value == 1 / 8 and s.exact
     assert s == summarise_group([0.5, 0.25, 1.0, 9.0, np.nan, np.inf], valid=[1, 1, 1, 0, 1, 1])
+    assert s == summarise_group(pd.DataFrame(rows))
     d = s.as_dict()
     assert d["ci95"] == list(s.ci95) and d["n_invalid"] == 3
 
