@@ -86,8 +86,10 @@ def summarise_group(
     """Summarise one group: n, n_invalid, mean, SD, t and BCa intervals, sign-flip p-value.
 
     values: per-seed numbers, or rows (mappings, or a DataFrame) from which `column` and
-    the "valid" flag (absent: valid; null: invalid) are read. valid: optional flags (same length) for numbers. rng (int seed, Generator, or
-    None for seed 0) drives the Monte Carlo sign flips (n > 20) and the bootstrap.
+    the "valid" flag (absent: valid; null: invalid) are read.
+    valid: optional flags (same length), combined with the rows' own flags.
+    rng (int seed, Generator, or None for seed 0) drives the Monte Carlo sign flips
+    (n > 20) and the bootstrap.
     bootstrap=False skips the BCa interval (NaN pair), which is the slow part.
     """
     alternative = check_alternative(alternative)
