@@ -6,11 +6,11 @@
 // every time step, forward and backward, for every member, with the batch dimension in
 // SIMD lanes and members (and batch chunks) spread over threads.
 //
-// Plain C ABI (no torch headers): compiles in about two seconds and is called via ctypes,
-// which releases the GIL. Layouts are prepared by trainers/fastpath.py:
-//   params   per member, exactly the (K, ...) tensors of trainers/cells.py, contiguous
-//   x        (K, T, I, Bp)   batch padded to Bp (a multiple of the SIMD lane count)
-//   y        (K, T-1, Bp)
+// Plain C ABI (no torch headers): compiles in a few seconds and is called via ctypes,
+// which releases the GIL. All arrays are the caller's contiguous tensors:
+//   params   exactly the (K, ...) tensors of trainers/cells.py
+//   x        (K, B, T, I)    each task gathers its batch chunk into (t, i, batch-lane) order
+//   y        (K, B, T-1)
 //   grads    same shapes as params; loss (K,) as double
 // A member's numbers depend only on its own inputs: each (member, batch chunk) task runs
 // alone in one thread and chunk partials are summed in a fixed order.
@@ -247,7 +247,7 @@ Pool& pool() {
 }
 
 struct Dims {
-    int K, B, Bp, T, I, H, G, nthreads;
+    int K, B, T, I, H, G, nthreads;
     bool need_core;
     double sigma;
 };
@@ -285,7 +285,7 @@ template <class S, int KIND>
 void run_task(const Dims& d, const Member<S>& m, int b0, int cb, void* work, S* grad, double* loss_out) {
     typedef typename VecOf<S>::type V;
     constexpr int L = sizeof(V) / sizeof(S);
-    const int H = d.H, G = d.G, GH = G * H, I = d.I, T1 = d.T - 1, Bp = d.Bp;
+    const int H = d.H, G = d.G, GH = G * H, I = d.I, T = d.T, T1 = d.T - 1;
     const int HC = H * cb;
     const Layout lay(d);
 
@@ -320,11 +320,20 @@ void run_task(const Dims& d, const Member<S>& m, int b0, int cb, void* work, S* 
 
     auto S_at = [&](V* base, int which, int t) { return base + (size_t(which) * T1 + t) * HC; };
 
-    // gather this chunk of the batch into aligned, (t, row, vector) order
-    for (int t = 0; t < T1; ++t) {
-        for (int i = 0; i < I; ++i)
-            std::memcpy(xs + (size_t(t) * I + i) * cb, m.x + (size_t(t) * I + i) * Bp + b0, sizeof(V) * cb);
-        std::memcpy(ys + size_t(t) * cb, m.y + size_t(t) * Bp + b0, sizeof(V) * cb);
+    // gather this chunk of the batch into aligned (t, row, lane) order; padding lanes are 0
+    {
+        S* xl = reinterpret_cast<S*>(xs);
+        S* yl = reinterpret_cast<S*>(ys);
+        const int CL = cb * L;
+        for (int l = 0; l < CL; ++l) {
+            const int b = b0 + l;
+            const S* xb = m.x + size_t(b) * T * I;
+            const S* yb = m.y + size_t(b) * T1;
+            for (int t = 0; t < T1; ++t) {
+                for (int i = 0; i < I; ++i) xl[(size_t(t) * I + i) * CL + l] = b < d.B ? xb[t * I + i] : S(0);
+                yl[size_t(t) * CL + l] = b < d.B ? yb[t] : S(0);
+            }
+        }
     }
     for (int c = 0; c < cb; ++c)
         for (int l = 0; l < L; ++l) mask[c][l] = (b0 + c * L + l) < d.B ? S(1) : S(0);
@@ -470,8 +479,7 @@ int run_all(int kind, const Dims& d, const S* w_ih, const S* w_hh, const S* b_ih
             S* g_w_hh, S* g_b_ih, S* g_b_hh, S* g_head_w, S* g_head_b) {
     typedef typename VecOf<S>::type V;
     constexpr int L = sizeof(V) / sizeof(S);
-    if (d.Bp % L) return 2;
-    const int nvec = d.Bp / L;
+    const int nvec = (d.B + L - 1) / L;
     const int nchunks = (nvec + MAX_CB - 1) / MAX_CB;
     const int GH = d.G * d.H, T1 = d.T - 1;
     const Layout lay(d);
@@ -491,7 +499,7 @@ int run_all(int kind, const Dims& d, const S* w_ih, const S* w_hh, const S* b_ih
             const int cb = std::min(MAX_CB, nvec - ch * MAX_CB);
             Member<S> m{w_ih + size_t(k) * GH * d.I, w_hh + size_t(k) * GH * d.H, b_ih + size_t(k) * GH,
                         b_hh + size_t(k) * GH, head_w + size_t(k) * d.H, head_b + k,
-                        x + size_t(k) * d.T * d.I * d.Bp, y + size_t(k) * T1 * d.Bp};
+                        x + size_t(k) * d.B * d.T * d.I, y + size_t(k) * d.B * T1};
             S* gp = partial.data() + size_t(task) * lay.P;
             double* lp = partial_loss.data() + task;
             switch (kind) {
@@ -534,19 +542,19 @@ int run_all(int kind, const Dims& d, const S* w_ih, const S* w_hh, const S* b_ih
 
 extern "C" {
 
-// Lanes per SIMD vector for an element size (4: float, 8: double): the batch is padded to it.
+// Lanes per SIMD vector for an element size (4: float, 8: double).
 int fp_lanes(int elem_size) { return FP_VBYTES / elem_size; }
 
-int fp_abi_version() { return 1; }
+int fp_abi_version() { return 2; }
 
-// Returns 0 on success; 1 bad arguments, 2 bad padding, 3 out of memory.
-int fp_loss_and_grads(int kind, int elem_size, int K, int B, int Bp, int T, int I, int H, int nthreads,
+// Returns 0 on success; 1 bad arguments, 3 out of memory.
+int fp_loss_and_grads(int kind, int elem_size, int K, int B, int T, int I, int H, int nthreads,
                       int need_core, double sigma, const void* w_ih, const void* w_hh, const void* b_ih,
                       const void* b_hh, const void* head_w, const void* head_b, const void* x,
                       const void* y, double* loss, void* g_w_ih, void* g_w_hh, void* g_b_ih,
                       void* g_b_hh, void* g_head_w, void* g_head_b) {
-    if (kind < 0 || kind > 2 || K < 1 || B < 1 || Bp < B || T < 2 || I < 1 || H < 1) return 1;
-    Dims d{K, B, Bp, T, I, H, kind == GRU ? 3 : kind == LSTM ? 4 : 1, nthreads, need_core != 0, sigma};
+    if (kind < 0 || kind > 2 || K < 1 || B < 1 || T < 2 || I < 1 || H < 1) return 1;
+    Dims d{K, B, T, I, H, kind == GRU ? 3 : kind == LSTM ? 4 : 1, nthreads, need_core != 0, sigma};
     try {
         if (elem_size == 4)
             return run_all<float>(kind, d, (const float*)w_ih, (const float*)w_hh, (const float*)b_ih,

@@ -46,7 +46,7 @@ KIND_CODES = {"rnn_tanh": 0, "gru": 1, "lstm": 2}  # must match enum Kind in _fa
 PARAM_KEYS = cells.CORE_KEYS + cells.HEAD_KEYS
 _DTYPES = {torch.float32: 4, torch.float64: 8}
 _SOURCE = Path(__file__).with_name("_fastpath.cpp")
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -80,26 +80,23 @@ def loss_and_grads(
     g = cells.check_kind(kind)
     _check_shapes(g, params, x, y, trainable)
     lib = _library() if x.device.type == "cpu" and x.dtype in _DTYPES else None
-    if lib is None or not all(params[n].dtype == x.dtype for n in PARAM_KEYS):
+    if lib is None or not all(v.dtype == x.dtype for v in [y, *(params[n] for n in PARAM_KEYS)]):
         return autograd_loss_and_grads(kind, params, x, y, trainable)
 
     k, b, t, i = x.shape
     h = params["head_w"].shape[1]
-    lanes = lib.fp_lanes(_DTYPES[x.dtype])
-    bp = -(-b // lanes) * lanes  # batch padded to whole SIMD vectors; padding is masked out
-    xp = x.new_zeros(k, t, i, bp)  # (K, T, I, Bp): batch innermost, in SIMD lanes
-    xp[..., :b] = x.detach().permute(0, 2, 3, 1)
-    yp = y.new_zeros(k, t - 1, bp)  # (K, T-1, Bp)
-    yp[..., :b] = y.detach().permute(0, 2, 1)
+    # the native side gathers each batch chunk into SIMD lanes itself (a strided torch
+    # permute here cost almost as much as the whole forward + backward)
+    xc, yc = x.detach().contiguous(), y.detach().contiguous()  # (K, B, T, I), (K, B, T-1)
     p = {n: params[n].detach().contiguous() for n in PARAM_KEYS}
     grads = {n: torch.empty_like(p[n]) for n in PARAM_KEYS}
     loss = torch.empty(k, dtype=torch.float64)
     need_core = any(n in cells.CORE_KEYS for n in trainable)
     rc = lib.fp_loss_and_grads(
-        KIND_CODES[kind], _DTYPES[x.dtype], k, b, bp, t, i, h, max(1, torch.get_num_threads()),
+        KIND_CODES[kind], _DTYPES[x.dtype], k, b, t, i, h, max(1, torch.get_num_threads()),
         int(need_core), SIGMA,
         *(p[n].data_ptr() for n in PARAM_KEYS),
-        xp.data_ptr(), yp.data_ptr(), loss.data_ptr(),
+        xc.data_ptr(), yc.data_ptr(), loss.data_ptr(),
         *(grads[n].data_ptr() for n in PARAM_KEYS),
     )  # fmt: skip
     if rc != 0:
@@ -276,7 +273,7 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.fp_lanes.restype = ctypes.c_int
     i, vp = ctypes.c_int, ctypes.c_void_p
     lib.fp_loss_and_grads.argtypes = (
-        [i] * 9 + [i, ctypes.c_double] + [vp] * 6 + [vp, vp, vp] + [vp] * 6
+        [i] * 8 + [i, ctypes.c_double] + [vp] * 6 + [vp, vp, vp] + [vp] * 6
     )
     lib.fp_loss_and_grads.restype = ctypes.c_int
     return lib
