@@ -11,11 +11,45 @@ World ids and their parameters: `worlds.world_ids()`, `worlds.spec(id).defaults`
 docstring of `worlds.registry`. `worlds.resolve(id, overrides)` validates without generating.
 """
 
-from worlds.data import Split, WorldData, WorldMeta, make
-from worlds.errors import SpecError, UnknownParameter, UnknownWorld
-from worlds.params import Param
-from worlds.registry import FAMILIES, ROLES, WORLDS, WorldSpec, register, resolve, spec, world_ids
-from worlds.timecond import TIME_CONDS, apply_time_cond, time_values
+import importlib
+from typing import Any
+
+# Attributes resolve lazily (PEP 562) so that `import worlds.errors` — which stats/ and the
+# service's validation use — does not pull in torch (about 3 s) through worlds.data.
+_SOURCES = {
+    "Split": "worlds.data",
+    "WorldData": "worlds.data",
+    "WorldMeta": "worlds.data",
+    "make": "worlds.data",
+    "SpecError": "worlds.errors",
+    "UnknownParameter": "worlds.errors",
+    "UnknownWorld": "worlds.errors",
+    "Param": "worlds.params",
+    "FAMILIES": "worlds.registry",
+    "ROLES": "worlds.registry",
+    "WORLDS": "worlds.registry",
+    "WorldSpec": "worlds.registry",
+    "register": "worlds.registry",
+    "resolve": "worlds.registry",
+    "spec": "worlds.registry",
+    "world_ids": "worlds.registry",
+    "TIME_CONDS": "worlds.timecond",
+    "apply_time_cond": "worlds.timecond",
+    "time_values": "worlds.timecond",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SOURCES:
+        value = getattr(importlib.import_module(_SOURCES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'worlds' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_SOURCES))
+
 
 __all__ = [
     "FAMILIES",
