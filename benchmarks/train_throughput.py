@@ -159,8 +159,16 @@ def main() -> None:
     )
     print(f"load average at start: {load_average()}")
 
-    plain = plain_loop(inputs, obs, seed=1234, steps=args.plain_steps)
-    rows = [("plain nn.GRU, per seed", 1, plain)]
+    # the reference gets its best thread count: torch's per-op threading helps it little at
+    # this size and hurts it badly when other processes load the cores
+    threads = torch.get_num_threads()
+    plain_by_threads = {}
+    for n in sorted({1, threads}):
+        torch.set_num_threads(n)
+        plain_by_threads[n] = plain_loop(inputs, obs, seed=1234, steps=args.plain_steps)
+    torch.set_num_threads(threads)
+    plain = max(plain_by_threads.values())
+    rows = [(f"plain nn.GRU, {n} thread(s)", 1, r) for n, r in plain_by_threads.items()]
     if args.autograd_k:
         os.environ["WORLDSWEEP_FASTPATH"] = "0"
         try:
@@ -176,9 +184,9 @@ def main() -> None:
     for k in ks:
         rows.append(("vectorised, fast path", k, vector_loop(inputs, obs, k, args.steps)))
 
-    print(f"\n{'path':26s} {'K':>5s} {'seed-steps/s':>13s} {'x plain':>8s}")
+    print(f"\n{'path':28s} {'K':>5s} {'seed-steps/s':>13s} {'x plain':>8s}  (plain = best plain)")
     for name, k, rate in rows:
-        print(f"{name:26s} {k:5d} {rate:13.1f} {rate / plain:8.1f}")
+        print(f"{name:28s} {k:5d} {rate:13.1f} {rate / plain:8.1f}")
     best_k = max((r for r in rows if r[0].endswith("fast path")), key=lambda r: r[2], default=None)
     if best_k is not None:
         profile_step(inputs, obs, best_k[1], max(2, args.steps // 2))

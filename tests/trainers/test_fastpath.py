@@ -140,3 +140,15 @@ def test_bad_shapes_name_the_argument():
         fastpath.loss_and_grads("gru", params, x, y, ("weights",))
     with pytest.raises(ValueError, match="T >= 2"):
         fastpath.loss_and_grads("gru", params, x[:, :, :1], y[:, :, :0], ALL)
+
+
+@needs_native
+def test_a_diverged_member_gives_nan_and_leaves_the_others_alone():
+    params, x, y = problem("gru", 3, 16, 6, 4, torch.float32, seed=5)
+    clean_loss, clean_grads = fastpath.loss_and_grads("gru", params, x, y, ALL)
+    params["w_hh"][1, 0, 0] = float("nan")
+    loss, grads = fastpath.loss_and_grads("gru", params, x, y, ALL)
+    assert torch.isnan(loss[1]) and torch.isnan(grads["w_hh"][1]).any()
+    for k in (0, 2):
+        assert torch.equal(loss[k], clean_loss[k])
+        assert all(torch.equal(grads[n][k], clean_grads[n][k]) for n in ALL)
