@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install test lint demo serve bench clean
+.PHONY: install test lint demo demo-stop serve bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,36 @@ test: $(BIN)/python
 
 lint:
 	$(BIN)/ruff check worlds trainers stats service tests benchmarks
+
+# The HTTP API on http://127.0.0.1:$(PORT) (docs at /docs); Ctrl-C stops it, and sweeps in
+# flight resume at the next start.
+PORT ?= 8000
+SERVER := http://127.0.0.1:$(PORT)
+serve: $(BIN)/python
+	@test -x $(BIN)/worldsweep || $(MAKE) install
+	$(BIN)/worldsweep serve --port $(PORT)
+
+# Install, start the server in the background (embedded local Ray; log and pid in
+# worldsweep-data/), submit specs/quick.yaml, follow its progress, print the results tables.
+# The server keeps running for the API docs; `make demo-stop` stops it.
+demo: $(BIN)/python
+	@test -x $(BIN)/worldsweep || $(MAKE) install
+	@mkdir -p worldsweep-data
+	@if $(BIN)/worldsweep status --server $(SERVER) >/dev/null 2>&1; then \
+	  echo "demo: using the worldsweep server already running at $(SERVER)"; \
+	else \
+	  echo "demo: starting the worldsweep server at $(SERVER) (log: worldsweep-data/server.log)"; \
+	  nohup $(BIN)/worldsweep serve --port $(PORT) > worldsweep-data/server.log 2>&1 & echo $$! > worldsweep-data/server.pid; \
+	fi
+	$(BIN)/worldsweep submit specs/quick.yaml --server $(SERVER) --wait --connect-timeout 120
+	@echo ""
+	@echo "The server is still running: API docs at $(SERVER)/docs ; try"
+	@echo "  curl -s $(SERVER)/experiments | python3 -m json.tool"
+	@echo "Stop it with: make demo-stop"
+
+demo-stop:
+	@test -f worldsweep-data/server.pid && kill $$(cat worldsweep-data/server.pid) && rm -f worldsweep-data/server.pid \
+	  && echo "demo: server stopped" || echo "demo: no demo server to stop"
 
 bench:
 	$(BIN)/python benchmarks/train_throughput.py

@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--wait", action="store_true", help="follow progress, then print the results tables")
     p.add_argument("--force", action="store_true", help="queue a new experiment even if this spec ran before")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--connect-timeout", type=float, default=0.0, metavar="SECONDS",
+                   help="keep trying to reach a server that is still starting for this long (default 0)")
     p.set_defaults(func=cmd_submit)
 
     p = subparsers.add_parser("status", help="list experiments, or show one")
@@ -90,8 +92,26 @@ def _progress_line(exp: dict[str, Any]) -> str:
             f"{', ' + str(p['seed_runs_failed']) + ' failed' if p['seed_runs_failed'] else ''}{eta}")
 
 
+def _await_server(client: Client, timeout: float) -> None:
+    import time
+
+    from service.client import ServerError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.health()
+            return
+        except ServerError as e:
+            if e.status != 0 or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     with _client(args) as client:
+        if args.connect_timeout > 0:
+            _await_server(client, args.connect_timeout)
         created = client.submit(args.spec, force=args.force)
         if not args.wait:
             if args.json:
@@ -144,8 +164,16 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+KEEP = ("world", "struct_world", "null_world", "model")  # always shown, even when constant
+
+
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(no rows yet)"
     columns = [c for c in columns if any(c in r for r in rows)]
+    if len(rows) > 1:  # an axis with a single value says nothing per row
+        columns = [c for c in columns if c in KEEP or c not in GROUP
+                   or len({json.dumps(r.get(c), default=str) for r in rows}) > 1]
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]

@@ -245,3 +245,39 @@ def test_openapi_describes_every_endpoint_with_typed_responses(api: httpx.Client
     assert components["Progress"]["required"] == ["seed_runs_total", "seed_runs_done", "seed_runs_failed",
                                                   "eta_seconds", "fraction"]
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+# -- failures inside the server --------------------------------------------------------
+def test_unreadable_store_is_503_and_the_server_keeps_serving(server: Server, api: httpx.Client) -> None:
+    created = api.post("/experiments", json={**SPEC, "name": "broken-store"}).json()
+    part = server.store / f"experiment={created['id']}" / "part-garbage.parquet"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"this is not parquet")
+    for path in ("results", "delta-nll", "contrasts"):
+        assert_error(api.get(f"{created['location']}/{path}"), 503, None, created["id"])
+    part.unlink()
+    assert api.get(f"{created['location']}/results").status_code == 200
+
+
+def test_unexpected_exceptions_are_a_generic_500_and_the_connection_survives(tmp_path) -> None:
+    import asyncio
+
+    from service.api import create_app
+    from service.settings import Settings
+
+    app = create_app(Settings(store=str(tmp_path / "store"), db_path=tmp_path / "x.db", paused=True))
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("secret internals /etc/shadow")
+
+    async def calls() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return [await client.get(p) for p in ("/boom", "/boom", "/healthz")]
+
+    first, second, health = asyncio.run(calls())
+    for r in (first, second):
+        assert r.status_code == 500
+        assert r.json() == {"detail": "internal server error; see the server log", "field": None}
+    assert health.status_code == 200
