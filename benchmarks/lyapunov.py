@@ -11,7 +11,8 @@ project is not used so that this benchmark measures only the spectrum code.
 reference: one sequence at a time, one autograd backward pass per Jacobian row
            (trainers.jacobians.autograd_step_jacobian), numpy QR per step, float64.
 fast:      trainers.dynamics.lyapunov_exponents — analytic Jacobians for all sequences at
-           once and one batched float64 torch QR per step.
+           once and one batched float64 QR per step (--qr auto: numpy's serial LAPACK
+           loop on the CPU, torch on a GPU; --qr torch / numpy force one).
 Both use the same warm-up / measured window and must give the same spectra.
 """
 
@@ -103,12 +104,13 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=5, help="fast-path repeats (best is reported)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--qr", default="auto", choices=["auto", "torch", "numpy"])
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = resolve(args.device)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fast path on {device}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fast path on {device}, qr={args.qr}")
 
     params, data = train_gru(args.hidden, args.train_steps)
     inputs = data.eval.inputs[: args.sequences]  # (B, T, 2), full_time channel as generated
@@ -125,7 +127,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        fast = lyapunov_exponents("gru", p_dev, x_dev, warmup=args.warmup, steps=args.steps)[0].cpu().numpy()
+        fast = lyapunov_exponents("gru", p_dev, x_dev, warmup=args.warmup, steps=args.steps, qr=args.qr)[0].cpu().numpy()
         times.append(time.perf_counter() - t0)
     t_fast = min(times)
 
@@ -134,7 +136,7 @@ def main() -> None:
     print(f"H = {args.hidden} GRU, {args.sequences} sequences, {args.warmup} warm-up + {args.steps} measured steps")
     print(f"mean spectrum: λ1 = {lam[0]:.4f}, λ2 = {lam[1]:.4f}, Σλ = {lam.sum():.4f} nats/step")
     print(f"reference (per sequence, autograd per row, numpy QR): {t_ref:9.3f} s")
-    print(f"fast (analytic, batched torch QR):                     {t_fast:9.4f} s  (best of {args.repeats})")
+    print(f"fast (analytic, batched QR, qr={args.qr}):{'':<{18 - len(args.qr)}}{t_fast:9.4f} s  (best of {args.repeats})")
     print(f"speed-up: {t_ref / t_fast:.0f}x   max |Δλ| per sequence: {diff:.2e}")
     ok = diff < 1e-8 and math.isfinite(diff)
     print("spectra agree" if ok else "SPECTRA DISAGREE")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -101,6 +102,51 @@ def lyapunov_window(seq_len: int, warmup: int, steps: int) -> tuple[int, int]:
     return w, min(steps, seq_len - w)
 
 
+def _jacobian_chunks(
+    kind: str, p: dict[str, torch.Tensor], x: torch.Tensor, states: torch.Tensor
+) -> Iterator[torch.Tensor]:
+    """Jacobians along a computed trajectory, a chunk of steps at a time.
+
+    x (K, B, T', I) the inputs of the measured steps, states (K, B, T', S) the states before
+    them. The Jacobians depend on the trajectory only, not on the Benettin Q, so a whole
+    chunk is built in one vectorised call (time folded into the batch) and the per-step
+    Python work left is one matmul and one batched QR. Yields (K*B, C, S, S).
+    """
+    n_k, n_b, n_t, n_s = states.shape
+    n_h = p["head_w"].shape[1]
+    chunk = max(1, JACOBIAN_CHUNK_NUMBERS // (n_k * n_b * n_s * n_s))
+    for c0 in range(0, n_t, chunk):
+        c1 = min(n_t, c0 + chunk)
+        s_c = states[:, :, c0:c1].reshape(n_k, -1, n_s)  # (K, B*C, S)
+        st: State = (s_c[..., :n_h], s_c[..., n_h:]) if kind == "lstm" else s_c
+        _, jac = step_with_jacobian(kind, p, x[:, :, c0:c1].reshape(n_k, -1, x.shape[3]), st)
+        yield jac.reshape(n_k * n_b, c1 - c0, n_s, n_s)
+
+
+def _benettin_torch(chunks: Iterator[torch.Tensor], n: int, n_s: int, device: torch.device) -> torch.Tensor:
+    """Σ_t log|R_ii| (n, S) for n independent Jacobian sequences; torch QR on `device`."""
+    q = torch.eye(n_s, dtype=torch.float64, device=device).expand(n, n_s, n_s)
+    log_r = torch.zeros(n, n_s, dtype=torch.float64, device=device)
+    for jac in chunks:
+        for t in range(jac.shape[1]):
+            q, r = torch.linalg.qr(torch.bmm(jac[:, t], q))
+            log_r += torch.log(torch.diagonal(r, dim1=-2, dim2=-1).abs())
+    return log_r
+
+
+def _benettin_numpy(chunks: Iterator[torch.Tensor], n: int, n_s: int) -> np.ndarray:
+    """As _benettin_torch with numpy's serial LAPACK loop (CPU)."""
+    q = np.broadcast_to(np.eye(n_s), (n, n_s, n_s))
+    log_r = np.zeros((n, n_s))
+    with np.errstate(divide="ignore"):  # a collapsed direction is log 0 = -inf, correctly
+        for jac in chunks:
+            jac_np = jac.cpu().numpy()
+            for t in range(jac_np.shape[1]):
+                q, r = np.linalg.qr(jac_np[:, t] @ q)
+                log_r += np.log(np.abs(np.diagonal(r, axis1=-2, axis2=-1)))
+    return log_r
+
+
 @torch.no_grad()
 def lyapunov_exponents(
     kind: str,
@@ -109,17 +155,27 @@ def lyapunov_exponents(
     *,
     warmup: int = 50,
     steps: int = 150,
+    qr: str = "auto",
 ) -> torch.Tensor:
     """Per-sequence Lyapunov spectra of the input-driven cells, the fast way.
 
     inputs (K, B, T, I); h0 = 0; `lyapunov_window` decides the steps used. Returns
     (K, B, S) float64 on the params' device, each spectrum sorted descending (nats/step).
     Analytic Jacobians and one batched float64 QR over all K·B sequences per step; the
-    Jacobians are built a chunk of steps at a time (at most JACOBIAN_CHUNK_NUMBERS numbers). Members with non-finite params or inputs get NaN.
+    Jacobians are built a chunk of steps at a time (at most JACOBIAN_CHUNK_NUMBERS numbers).
+    Members with non-finite params or inputs get NaN.
+
+    qr: where the per-step QR runs. "auto" is numpy on the CPU and torch elsewhere: torch's
+    batched QR splits the batch over OpenMP threads, and on a shared, oversubscribed CPU
+    (a Ray node running one trial per core) its barriers made it 10-20x slower than
+    numpy's serial LAPACK loop in benchmarks/lyapunov.py; on a GPU torch is the fast one.
+    "torch" / "numpy" force one (both give the same numbers).
     """
     check_kind(kind)
     if inputs.ndim != 4:
         raise SpecError("inputs", f"must have shape (K, B, T, I), got {tuple(inputs.shape)}")
+    if qr not in ("auto", "torch", "numpy"):
+        raise SpecError("qr", f"must be 'auto', 'torch' or 'numpy', got {qr!r}")
     warm, meas = lyapunov_window(inputs.shape[2], warmup, steps)
     p = _float64(params)
     x = inputs.detach().to(device=p["w_hh"].device, dtype=torch.float64)  # (K, B, T, I)
@@ -130,31 +186,17 @@ def lyapunov_exponents(
     n_k, n_b = x.shape[:2]
     n_s = state_size(kind, p["head_w"].shape[1])
 
-    # The Jacobians depend on the trajectory only, not on Q: run the trajectory first, then
-    # build the Jacobians of a whole chunk of steps in one vectorised call (time folded into
-    # the batch), so the only per-step Python work left is one bmm and one batched QR.
     state: State = init_state(kind, p, n_b)
     states = []  # flat states BEFORE each measured step, (K, B, S) each
     for t in range(warm + meas):
         if t >= warm:
             states.append(flat_state(state))
         state = cell_step(kind, p, x[:, :, t], state)
-    s_all = torch.stack(states, dim=2)  # (K, B, meas, S)
-    x_all = x[:, :, warm : warm + meas]  # (K, B, meas, I)
-    n_h = p["head_w"].shape[1]
-    chunk = max(1, JACOBIAN_CHUNK_NUMBERS // (n_k * n_b * n_s * n_s))
-
-    q = torch.eye(n_s, dtype=torch.float64, device=x.device).expand(n_k * n_b, n_s, n_s)
-    log_r = x.new_zeros(n_k * n_b, n_s)  # (K*B, S)
-    for c0 in range(0, meas, chunk):
-        c1 = min(meas, c0 + chunk)
-        s_c = s_all[:, :, c0:c1].reshape(n_k, -1, n_s)  # (K, B*C, S)
-        st: State = (s_c[..., :n_h], s_c[..., n_h:]) if kind == "lstm" else s_c
-        _, jac = step_with_jacobian(kind, p, x_all[:, :, c0:c1].reshape(n_k, -1, x.shape[3]), st)
-        jac = jac.reshape(n_k * n_b, c1 - c0, n_s, n_s)  # (K*B, C, S, S)
-        for t in range(c1 - c0):
-            q, r = torch.linalg.qr(torch.bmm(jac[:, t], q))
-            log_r += torch.log(torch.diagonal(r, dim1=-2, dim2=-1).abs())
+    chunks = _jacobian_chunks(kind, p, x[:, :, warm : warm + meas], torch.stack(states, dim=2))
+    if qr == "numpy" or (qr == "auto" and x.device.type == "cpu"):
+        log_r = torch.from_numpy(_benettin_numpy(chunks, n_k * n_b, n_s)).to(x.device)
+    else:
+        log_r = _benettin_torch(chunks, n_k * n_b, n_s, x.device)  # (K*B, S)
     spectra = (log_r / meas).reshape(n_k, n_b, n_s)
     spectra = torch.sort(spectra, dim=-1, descending=True).values
     return torch.where(ok.view(-1, 1, 1), spectra, torch.full_like(spectra, math.nan))

@@ -93,12 +93,16 @@ def test_state_jacobians_along_a_trajectory(kind: str) -> None:
         torch.testing.assert_close(jacs[:, :, step], oracle, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("qr", ["torch", "numpy"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_fast_spectrum_equals_numpy_benettin(kind: str) -> None:
+def test_fast_spectrum_equals_numpy_benettin(kind: str, qr: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a chunk smaller than the run, so the chunked Jacobians are exercised across chunk ends
+    # (7 steps per chunk for S = 4, 1 for the LSTM S = 8)
+    monkeypatch.setattr("trainers.dynamics.JACOBIAN_CHUNK_NUMBERS", 7 * 2 * 3 * 4**2)
     k, b, t, h, i = 2, 3, 30, 4, 2
     params = random_params(kind, h, i, k, seed=3)
     x = torch.randn(k, b, t, i, generator=torch.Generator().manual_seed(4), dtype=F64)
-    fast = lyapunov_exponents(kind, params, x, warmup=10, steps=20)  # (K, B, S)
+    fast = lyapunov_exponents(kind, params, x, warmup=10, steps=20, qr=qr)  # (K, B, S)
     _, jacs = state_jacobians(kind, params, x)
     ref = lyapunov_spectrum(jacs[:, :, 10:30].numpy())
     np.testing.assert_allclose(fast.numpy(), ref, atol=1e-10)
@@ -126,6 +130,14 @@ def test_linear_regime_rnn_has_log_eigenvalue_exponents() -> None:
 )
 def test_lyapunov_window(t: int, warmup: int, steps: int, expected: tuple[int, int]) -> None:
     assert lyapunov_window(t, warmup, steps) == expected
+
+
+def test_lyapunov_exponents_validation() -> None:
+    params = random_params("gru", 2, 2, 1, seed=0)
+    with pytest.raises(SpecError, match="qr"):
+        lyapunov_exponents("gru", params, torch.zeros(1, 1, 10, 2), warmup=2, steps=5, qr="lapack")
+    with pytest.raises(SpecError, match="inputs"):
+        lyapunov_exponents("gru", params, torch.zeros(1, 10, 2), warmup=2, steps=5)
 
 
 def test_lyapunov_window_validation() -> None:
