@@ -79,8 +79,12 @@ def loss_and_grads(
     through autograd with identical semantics."""
     g = cells.check_kind(kind)
     _check_shapes(g, params, x, y, trainable)
-    lib = _library() if x.device.type == "cpu" and x.dtype in _DTYPES else None
-    if lib is None or not all(v.dtype == x.dtype for v in [y, *(params[n] for n in PARAM_KEYS)]):
+    tensors = [x, y, *(params[n] for n in PARAM_KEYS)]
+    native = x.dtype in _DTYPES and all(
+        v.device.type == "cpu" and v.dtype == x.dtype for v in tensors
+    )
+    lib = _library() if native else None
+    if lib is None:
         return autograd_loss_and_grads(kind, params, x, y, trainable)
 
     k, b, t, i = x.shape

@@ -152,3 +152,11 @@ def test_a_diverged_member_gives_nan_and_leaves_the_others_alone():
     for k in (0, 2):
         assert torch.equal(loss[k], clean_loss[k])
         assert all(torch.equal(grads[n][k], clean_grads[n][k]) for n in ALL)
+
+
+def test_mixed_dtypes_fall_back_to_autograd():
+    params, x, y = problem("lstm", 2, 4, 5, 3, torch.float64)
+    loss, grads = fastpath.loss_and_grads("lstm", params, x, y.float(), ALL)
+    ref_loss, ref_grads = fastpath.autograd_loss_and_grads("lstm", params, x, y.float(), ALL)
+    torch.testing.assert_close(loss, ref_loss)
+    assert all(torch.equal(grads[n], ref_grads[n]) for n in ALL)
