@@ -8,6 +8,7 @@ boto3 talk to it exactly as they would to AWS or MinIO; only the endpoint differ
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -19,9 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.raytools import free_port
+from tests.raytools import RayCluster, free_port, ray_env, start_head
+
+ROOT = Path(__file__).resolve().parents[2]
+WORLDSWEEP = str(Path(sys.executable).with_name("worldsweep"))
 
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 
@@ -126,3 +131,67 @@ def s3_server(tmp_path_factory) -> Iterator[S3Server]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def multinode_cluster(s3_server) -> Iterator[RayCluster]:
+    """A real two-node Ray cluster with token auth: `ray start --head` (1 CPU) plus a
+    `ray start --address ...` node (1 CPU, custom resource `worker_b`). Started after the
+    S3 server so that every node carries its settings, as the deploy/ manifests give every
+    pod the bucket's endpoint and credentials. Separate from the session's single-node Ray;
+    stops only its own processes."""
+    ray_env()
+    cluster = start_head(num_cpus=1)
+    try:
+        cluster.add_node(num_cpus=1, resources={"worker_b": 1})
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def cli_env() -> dict[str, str]:
+    """Environment of a worldsweep subprocess: Ray token auth as the cluster has it."""
+    env = ray_env()
+    env.pop("RAY_ADDRESS", None)  # the address is always passed explicitly
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@contextlib.contextmanager
+def worldsweep_server(store: str, ray_address: str, cwd: Path) -> Iterator[str]:
+    """`worldsweep serve --store STORE --ray-address ADDR` on a free loopback port; yields its
+    URL once /healthz answers; stops it (and its experiment workers) afterwards."""
+    port = free_port()
+    log_path = cwd / f"serve-{port}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [WORLDSWEEP, "serve", "--port", str(port), "--store", store, "--ray-address", ray_address],
+            stdout=log, stderr=subprocess.STDOUT, env=cli_env(), cwd=cwd, start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            end = time.time() + 60
+            while True:
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.time() < end, "server did not start: " + log_path.read_text()[-3000:]
+                time.sleep(0.3)
+            yield url
+        finally:
+            stop_process(proc, grace=20)
+
+
+def wait_experiment(url: str, experiment_id: str, timeout: float = 300) -> dict:
+    """Poll GET /experiments/{id} until the experiment is final; its JSON."""
+    end = time.time() + timeout
+    body: dict = {}
+    while time.time() < end:
+        body = httpx.get(f"{url}/experiments/{experiment_id}", timeout=10).json()
+        if body["status"] in ("succeeded", "failed", "cancelled"):
+            return body
+        time.sleep(1)
+    raise AssertionError(f"experiment {experiment_id} not finished after {timeout}s: {body}")

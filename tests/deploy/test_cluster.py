@@ -5,8 +5,8 @@ custom resource `worker_b`) are started with token authentication on, the way
 deploy/README.md describes for an existing cluster. A small spec of four one-seed trials
 (1 CPU each) then runs through `worldsweep run --ray-address …` and through `worldsweep serve
 --ray-address …` over HTTP; with one CPU per node, trials have to use both nodes, and the
-rows' node_id column shows they did. Only the Ray processes this module started are
-stopped.
+rows' node_id column shows they did. The cluster (tests/deploy/conftest.py) is separate
+from the session's Ray, and only its own processes are stopped.
 
 On one machine every node shares the host's IP address, so a local store path is one disk
 and is allowed; the refusal of node-local paths on clusters that span machines is tested
@@ -18,27 +18,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from service.spec import load_spec
 from service.store import ResultStore
-from tests.deploy.conftest import stop_process
-from tests.raytools import free_port, ray_env, start_head
+from tests.deploy.conftest import WORLDSWEEP, cli_env, wait_experiment, worldsweep_server
 from worlds.errors import ClusterError, SpecError, StoreError
-
-ROOT = Path(__file__).resolve().parents[2]
-WORLDSWEEP = str(Path(sys.executable).with_name("worldsweep"))
 
 SPREAD_SPEC = """
 name: cluster-spread
 worlds: [E1_drift_struct]
 models: [gru]
 hidden_dims: [4]
-train: {steps: 40, batch_size: 16}
+train: {steps: 3000, batch_size: 16}
 data: {n_train: 64, n_eval: 32}
 seeds: {count: 4}
 analysis: {probe: false, lyapunov: false, coasting: false}
@@ -46,13 +40,6 @@ resources: {cpus_per_trial: 1, seeds_per_trial: 1, members_per_trial: 1}
 """
 GPU_SPEC = SPREAD_SPEC.replace("cluster-spread", "cluster-gpu").replace(
     "cpus_per_trial: 1,", "cpus_per_trial: 1, gpus_per_trial: 0.25,")
-
-
-def _env() -> dict[str, str]:
-    env = ray_env()  # RAY_AUTH_MODE=token + RAY_AUTH_TOKEN shared with the cluster
-    env.pop("RAY_ADDRESS", None)  # the address is always passed explicitly
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 # ---------------------------------------------------------------- pure checks (no Ray)
@@ -125,17 +112,6 @@ def test_declared_autoscaler_node_types(monkeypatch):
 # ---------------------------------------------------------------- a real two-node cluster
 
 
-@pytest.fixture(scope="module")
-def two_nodes():
-    ray_env()
-    cluster = start_head(num_cpus=1)
-    try:
-        cluster.add_node(num_cpus=1, resources={"worker_b": 1})
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 def _cluster_nodes(address: str) -> list[dict]:
     """The alive nodes as the cluster reports them (asked from a subprocess: this test
     process may already be connected to the session's Ray)."""
@@ -143,21 +119,21 @@ def _cluster_nodes(address: str) -> list[dict]:
             "print(json.dumps([{'id': n['NodeID'], 'ip': n['NodeManagerAddress'], "
             "'resources': n['Resources']} for n in ray.nodes() if n['Alive']]))")
     out = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True,
-                         env=_env(), timeout=120, check=True)
+                         env=cli_env(), timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.cluster
-def test_worldsweep_run_uses_every_node(two_nodes, tmp_path):
-    nodes = _cluster_nodes(two_nodes.address)
+def test_worldsweep_run_uses_every_node(multinode_cluster, tmp_path):
+    nodes = _cluster_nodes(multinode_cluster.address)
     assert len(nodes) == 2 and sum("worker_b" in n["resources"] for n in nodes) == 1
     spec_file = tmp_path / "spread.yaml"
     spec_file.write_text(SPREAD_SPEC)
     store_dir = tmp_path / "store"
     proc = subprocess.run(
         [WORLDSWEEP, "run", str(spec_file), "--store", str(store_dir),
-         "--ray-address", two_nodes.address, "--json"],
-        capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300,
+         "--ray-address", multinode_cluster.address, "--json"],
+        capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=300,
     )
     df = ResultStore(str(store_dir)).read(load_spec(SPREAD_SPEC).experiment_id())
     assert len(df) == 4 and df["valid"].all(), proc.stderr[-3000:]
@@ -166,18 +142,18 @@ def test_worldsweep_run_uses_every_node(two_nodes, tmp_path):
     assert df["hostname"].nunique() == 1  # one machine: the node id tells the nodes apart
     assert (df["device"].str.startswith("cpu")).all()
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout)
-    assert summary
+    summary = json.loads(proc.stdout)["summary"]
+    assert summary["seed_runs_done"] == 4 and summary["trials"] == 4
 
 
 @pytest.mark.cluster
-def test_gpu_spec_on_cluster_without_gpus_fails_clearly(two_nodes, tmp_path):
+def test_gpu_spec_on_cluster_without_gpus_fails_clearly(multinode_cluster, tmp_path):
     spec_file = tmp_path / "gpu.yaml"
     spec_file.write_text(GPU_SPEC)
     proc = subprocess.run(
         [WORLDSWEEP, "run", str(spec_file), "--store", str(tmp_path / "store"),
-         "--ray-address", two_nodes.address],
-        capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120,
+         "--ray-address", multinode_cluster.address],
+        capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=120,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "gpus_per_trial" in proc.stderr and "no GPUs" in proc.stderr
@@ -185,64 +161,28 @@ def test_gpu_spec_on_cluster_without_gpus_fails_clearly(two_nodes, tmp_path):
     assert not ResultStore(str(tmp_path / "store")).experiments()  # nothing was scheduled
 
 
-@pytest.fixture
-def server(two_nodes, tmp_path):
-    port = free_port()
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [WORLDSWEEP, "serve", "--port", str(port), "--store", str(tmp_path / "store"),
-         "--ray-address", two_nodes.address],
-        stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=tmp_path, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        end = time.time() + 60
-        while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < end, "server did not start"
-            time.sleep(0.3)
-        yield url
-    finally:
-        stop_process(proc, grace=20)
-        log.close()
-
-
-def _wait(url: str, experiment_id: str, timeout: float = 300) -> dict:
-    end = time.time() + timeout
-    while time.time() < end:
-        body = httpx.get(f"{url}/experiments/{experiment_id}", timeout=10).json()
-        if body["status"] in ("succeeded", "failed", "cancelled"):
-            return body
-        time.sleep(1)
-    raise AssertionError(f"experiment {experiment_id} still {body['status']} after {timeout}s")
-
-
 @pytest.mark.cluster
 @pytest.mark.server
-def test_server_runs_experiments_on_every_node(two_nodes, server):
-    nodes = _cluster_nodes(two_nodes.address)
-    yaml_headers = {"Content-Type": "application/yaml"}
-    r = httpx.post(f"{server}/experiments", content=SPREAD_SPEC, headers=yaml_headers, timeout=30)
-    assert r.status_code == 202, r.text
-    spread = r.json()["id"]
-    r = httpx.post(f"{server}/experiments", content=GPU_SPEC, headers=yaml_headers, timeout=30)
-    assert r.status_code == 202, r.text
-    gpu = r.json()["id"]
+def test_server_runs_experiments_on_every_node(multinode_cluster, tmp_path):
+    nodes = _cluster_nodes(multinode_cluster.address)
+    with worldsweep_server(str(tmp_path / "store"), multinode_cluster.address, tmp_path) as server:
+        yaml_headers = {"Content-Type": "application/yaml"}
+        r = httpx.post(f"{server}/experiments", content=SPREAD_SPEC, headers=yaml_headers, timeout=30)
+        assert r.status_code == 202, r.text
+        spread = r.json()["id"]
+        r = httpx.post(f"{server}/experiments", content=GPU_SPEC, headers=yaml_headers, timeout=30)
+        assert r.status_code == 202, r.text
+        gpu = r.json()["id"]
 
-    done = _wait(server, spread)
-    assert done["status"] == "succeeded", done
-    rows = httpx.get(f"{server}/experiments/{spread}/results", timeout=30).json()
-    assert rows["count"] == 4
-    assert {row["node_id"] for row in rows["data"]} == {n["id"] for n in nodes}
-    assert all(row["valid"] for row in rows["data"])
+        done = wait_experiment(server, spread)
+        assert done["status"] == "succeeded", done
+        rows = httpx.get(f"{server}/experiments/{spread}/results", timeout=30).json()
+        assert rows["count"] == 4
+        assert {row["node_id"] for row in rows["data"]} == {n["id"] for n in nodes}
+        assert all(row["valid"] for row in rows["data"])
 
-    # the fractional-GPU spec is refused by the cluster check with a clear message
-    failed = _wait(server, gpu)
-    assert failed["status"] == "failed"
-    assert "no GPUs" in failed["error"] and "gpus_per_trial" in failed["error"]
-    assert "Traceback" not in failed["error"]
+        # the fractional-GPU spec is refused by the cluster check with a clear message
+        failed = wait_experiment(server, gpu)
+        assert failed["status"] == "failed"
+        assert "no GPUs" in failed["error"] and "gpus_per_trial" in failed["error"]
+        assert "Traceback" not in failed["error"]

@@ -231,6 +231,8 @@ def check_ray_cluster_spec(spec: dict, name: str) -> None:
                     r = e["valueFrom"]["secretKeyRef"]
                     assert r["key"] in secrets.get(r["name"], set()), f"{where}: {r}"
             assert env["RAY_USAGE_STATS_ENABLED"]["value"] == "0", where
+            # zero-GPU trials must not see (and silently use) the node's GPUs
+            assert env["RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"]["value"] == "1", where
             store = env["WORLDSWEEP_STORE"]["value"]
             assert "://" in store and not store.startswith("file://"), f"{where}: store must be shared"
             limits = c["resources"]["limits"]
@@ -331,6 +333,7 @@ def test_cluster_launcher_config():
     assert doc["docker"]["image"].endswith(v["IMAGE_TAG_GPU"])
     opts = " ".join(doc["docker"]["run_options"])
     assert "RAY_AUTH_MODE=token" in opts and "RAY_USAGE_STATS_ENABLED=0" in opts
+    assert "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO=1" in opts
     declared = re.search(r"'WORLDSWEEP_AUTOSCALER_NODE_TYPES=(.*?)'", opts).group(1)
     assert json.loads(declared) == [t["resources"] for t in workers.values()]
     store = re.search(r"WORLDSWEEP_STORE=(\S+)", opts).group(1)

@@ -19,9 +19,12 @@ import textwrap
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from service.spec import load_spec
 from service.store import ResultStore
+from tests.deploy.conftest import wait_experiment, worldsweep_server
 
 pytestmark = pytest.mark.s3
 
@@ -128,3 +131,54 @@ def test_store_errors_name_the_store_without_credentials(s3_server):
     assert "s3://no-such-bucket-worldsweep/x" in str(e.value)
     assert s3_server.env["AWS_SECRET_ACCESS_KEY"] not in str(e.value)
     assert s3_server.env["AWS_ACCESS_KEY_ID"] not in json.dumps(store.to_config())
+
+
+SWEEP_SPEC = """
+name: s3-sweep
+worlds: [E1_drift_struct, E1_drift_null]
+models: [gru]
+hidden_dims: [4]
+train: {steps: 30, batch_size: 16}
+data: {n_train: 64, n_eval: 32}
+seeds: {count: 2}
+analysis: {probe: false, lyapunov: false, coasting: false}
+resources: {cpus_per_trial: 1, seeds_per_trial: 2}
+"""
+
+
+@pytest.mark.cluster
+@pytest.mark.server
+def test_sweep_with_store_and_tune_storage_on_s3(s3_server, multinode_cluster, tmp_path):
+    """`worldsweep serve --store s3://…` on the two-node cluster: rows and Ray Tune's
+    experiment state land in the bucket, and the rows come back over HTTP."""
+    uri = s3_server.uri("sweep")
+    with worldsweep_server(uri, multinode_cluster.address, tmp_path) as server:
+        r = httpx.post(f"{server}/experiments", content=SWEEP_SPEC,
+                       headers={"Content-Type": "application/yaml"}, timeout=30)
+        assert r.status_code == 202, r.text
+        experiment = r.json()["id"]
+        done = wait_experiment(server, experiment)
+        assert done["status"] == "succeeded", done
+        body = httpx.get(f"{server}/experiments/{experiment}/results", timeout=30).json()
+        assert body["count"] == 4
+        rows = body["data"]
+        assert sorted((row["world"], row["seed"]) for row in rows) == [
+            (w, s) for w in ("E1_drift_null", "E1_drift_struct") for s in (1234, 1235)]
+        assert all(row["valid"] and row["spec_hash"] == load_spec(SWEEP_SPEC).content_hash() for row in rows)
+        deltas = httpx.get(f"{server}/experiments/{experiment}/delta-nll", timeout=30).json()
+        assert deltas["n_seed_runs"] == 4
+
+    # the rows are in the bucket (one object per trial chunk) and read back the same
+    parts = s3_server.keys(f"sweep/experiment={experiment}/")
+    assert parts and all(k.rsplit("/", 1)[1].startswith("part-") for k in parts)
+    df = ResultStore(uri).read(experiment)
+    assert sorted(df["seed"].tolist()) == sorted(row["seed"] for row in rows)
+    # Ray Tune kept its experiment state in the bucket too, not on a node's disk
+    tune_keys = s3_server.keys(f"sweep/_tune/{experiment}/")
+    assert any(k.rsplit("/", 1)[1].startswith("experiment_state") for k in tune_keys), tune_keys[:20]
+    # the credentials travel to no object: Tune's state (pickled trial table, configs) and
+    # the result chunks never contain the secret key
+    secret = s3_server.env["AWS_SECRET_ACCESS_KEY"].encode()
+    client = s3_server.client()
+    for key in tune_keys + parts:
+        assert secret not in client.get_object(Bucket=s3_server.bucket, Key=key)["Body"].read(), key
