@@ -23,7 +23,7 @@ This is the only module that imports `ray`. The flow:
   filesystem (local folder or s3://), so a cluster needs no node-local paths.
 * Progress: a Tune callback in the driver process calls `progress(Progress)`; trials send a
   heartbeat with their fraction done every few seconds for the ETA. `should_stop()` is
-  polled about once a second by a Tune stopper; on True running trials are stopped and
+  polled four times a second by a Tune stopper; on True running trials are stopped and
   what was stored stays stored (re-running resumes).
 """
 
@@ -45,9 +45,6 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # The new console output engine prints a configuration panel even at verbose=0.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-import ray  # noqa: E402
-from ray import tune  # noqa: E402
-
 from service.spec import SEARCHABLE, ExperimentSpec, config_id, load_spec  # noqa: E402
 from service.store import ResultStore, check_name  # noqa: E402
 from service.sweep import Member, TrialPlan, expand_trials, grid_members  # noqa: E402
@@ -56,7 +53,7 @@ from worlds.errors import ClusterError, StoreError  # noqa: E402
 
 MAX_FAILURES = 1  # Tune retries of a trial that raised (crash, lost node, CUDA error, ...)
 HEARTBEAT_SECONDS = 5.0
-STOP_POLL_SECONDS = 1.0
+STOP_POLL_SECONDS = 0.25
 
 __all__ = ["Progress", "RunSummary", "run_experiment", "init_ray", "MAX_FAILURES"]
 
@@ -96,6 +93,8 @@ class RunSummary:
 
 def init_ray(ray_address: str | None = None, num_cpus: int | None = None) -> None:
     """Reuse an initialised Ray; else join `ray_address` / $RAY_ADDRESS; else start a local one."""
+    import ray
+
     if ray.is_initialized():
         return
     address = ray_address or os.environ.get("RAY_ADDRESS")
@@ -111,6 +110,8 @@ def init_ray(ray_address: str | None = None, num_cpus: int | None = None) -> Non
 
 
 def _check_cluster(spec: ExperimentSpec, store: ResultStore) -> None:
+    import ray
+
     check_cluster_fit(spec, store, ray.nodes(), autoscaler_node_types=_autoscaler_node_types(),
                       shared_fs=os.environ.get("WORLDSWEEP_SHARED_FS") == "1")
 
@@ -278,7 +279,22 @@ def _objective(values: list[float], how: str) -> float:
 
 
 def _trainable(config: dict[str, Any]) -> None:
+    try:
+        _train(config)
+    except Exception as e:
+        # Re-raised as a plain RuntimeError carrying "Type: message": Ray ships the exception
+        # to the driver by pickling, and exception classes with their own __init__ signature
+        # (SpecError(field, message)) do not survive that round trip.
+        # The original traceback travels as text; the last line stays the error itself.
+        import traceback
+
+        raise RuntimeError(f"{traceback.format_exc()}\n{_error_text(e)}") from None
+
+
+def _train(config: dict[str, Any]) -> None:
+    import ray
     import torch
+    from ray import tune
 
     ctx = config["ctx"]
     store = ResultStore.from_config(ctx["store"])
@@ -357,6 +373,8 @@ def run_experiment(
     num_cpus: int | None = None,
 ) -> RunSummary:
     """Run (or resume) an experiment on Ray Tune; every seed-run ends up as a row in `store`."""
+    from ray import tune
+
     spec = load_spec(spec)
     check_name("experiment", experiment_id)
     started = time.monotonic()
@@ -390,7 +408,7 @@ def run_experiment(
         return tracker.summary(experiment_id, spec_hash, skipped, 0, 0, False)
 
     storage_path, storage_fs = store.tune_storage()
-    stopper = _CancelStopper(should_stop)
+    stopper = _tune_object(_CancelLogic, tune.Stopper, should_stop)
     tuner = tune.Tuner(
         tune.with_resources(_trainable, {"cpu": spec.resources.cpus_per_trial,
                                          "gpu": spec.resources.gpus_per_trial}),
@@ -408,7 +426,7 @@ def run_experiment(
             storage_filesystem=None if store.is_local else storage_fs,
             failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
             stop=stopper,
-            callbacks=[_ProgressCallback(tracker, store, experiment_id, spec, ctx)],
+            callbacks=[_tune_object(_ProgressLogic, tune.Callback, tracker, store, experiment_id, spec, ctx)],
             verbose=0,
         ),
     )
@@ -419,6 +437,12 @@ def run_experiment(
             trials_failed += 1
             # Safety net: the callback normally stored these already (same chunk id: no duplicates).
             _store_failure(store, experiment_id, spec, ctx, result.config, str(result.error), tracker=None)
+    if spec.search is None:
+        # The store is the truth: a trial stopped by a cancel may have stored its rows after
+        # the last progress event.
+        tracker.finished = len(keys & store.done_keys(experiment_id))
+        tracker.failed = _count_invalid(store, experiment_id, keys)
+        tracker.emit()
     return tracker.summary(experiment_id, spec_hash, skipped, n_trials, trials_failed, stopper.cancelled)
 
 
@@ -497,7 +521,9 @@ class _Tracker:
         )
 
 
-class _ProgressCallback(tune.Callback):
+class _ProgressLogic:
+    """Driver-side progress: a tune.Callback once mixed with it (`_tune_object`)."""
+
     def __init__(self, tracker: _Tracker, store: ResultStore, experiment_id: str,
                  spec: ExperimentSpec, ctx: dict[str, Any]) -> None:
         self.tracker, self.store, self.experiment_id, self.spec, self.ctx = tracker, store, experiment_id, spec, ctx
@@ -551,8 +577,9 @@ def _trial_error_text(trial: Any) -> str:
     return "trial failed (no error message recorded)"
 
 
-class _CancelStopper(tune.Stopper):
-    """Polls should_stop() at most once per STOP_POLL_SECONDS (Tune asks on every loop step)."""
+class _CancelLogic:
+    """A tune.Stopper once mixed with it (`_tune_object`). Polls should_stop() at most once
+    per STOP_POLL_SECONDS (Tune asks on every step of its loop)."""
 
     def __init__(self, should_stop: Callable[[], bool] | None) -> None:
         self.should_stop = should_stop
@@ -573,6 +600,8 @@ class _CancelStopper(tune.Stopper):
 
 
 def _tune_space(spec: ExperimentSpec) -> dict[str, Any]:
+    from ray import tune
+
     out: dict[str, Any] = {}
     for name, d in spec.search.space.items():  # type: ignore[union-attr]
         if d.kind == "log_uniform":
@@ -634,3 +663,12 @@ def _searcher(spec: ExperimentSpec, store: ResultStore, experiment_id: str, trac
         first_index=next_index,
     )
     return alg, max(0, search.num_samples - complete), stored_rows
+
+
+def _tune_object(logic: type, base: type, *args: Any) -> Any:
+    """An instance of `logic` that is also a `base` (tune.Callback / tune.Stopper).
+
+    Ray is imported only when a run starts, not when this module is imported: Ray reads its
+    auth settings (RAY_AUTH_MODE / RAY_AUTH_TOKEN) at import time, and a caller may set them
+    after importing us."""
+    return type(logic.__name__, (logic, base), {})(*args)
