@@ -27,6 +27,9 @@ from service.store import ResultStore
 from tests.deploy.conftest import WORLDSWEEP, cli_env, wait_experiment, worldsweep_server
 from worlds.errors import ClusterError, SpecError, StoreError
 
+# Four one-seed trials of 1 CPU each. 3000 steps (~1 s of training each) keep the trials
+# long enough that the second node's placement group is ready before Tune's reused actor on
+# the first node has drained the queue (with a few ms per trial, one node could run them all).
 SPREAD_SPEC = """
 name: cluster-spread
 worlds: [E1_drift_struct]
