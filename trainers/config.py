@@ -42,6 +42,7 @@ class TrialConfig:
     lyap_warmup: int = 50
     lyap_steps: int = 150
     coasting: bool = True
+    coast_sequences: int = 1  # SCIENCE.md: "an evaluation sequence"; more are averaged
     coast_cut: int = 100
     coast_len: int = 50
     halluc_cut: int = 50
@@ -59,7 +60,7 @@ class TrialConfig:
             bad("time_cond", f"unknown time conditioning {self.time_cond!r}; valid: {list(TIME_CONDS)}")
         if self.baseline not in BASELINES:
             bad("baseline", f"unknown baseline {self.baseline!r}; valid: {list(BASELINES)}")
-        for name in ("hidden_dim", "batch_size", "n_train", "n_eval", "lyap_sequences", "coast_len"):
+        for name in ("hidden_dim", "batch_size", "n_train", "n_eval", "lyap_sequences", "coast_len", "coast_sequences"):
             if int(getattr(self, name)) < 1:
                 bad(name, f"must be >= 1, got {getattr(self, name)}")
         if self.steps < 0:
@@ -123,6 +124,19 @@ RESULT_COLUMNS: dict[str, str] = {
     "train_seconds": "float",
     "device": "str",
     "worldsweep_version": "str",
+    # analysis settings (SCIENCE.md: no setting may be implicit)
+    "probe": "bool",
+    "probe_ridge": "float",
+    "lyapunov": "bool",
+    "lyap_sequences": "int",
+    "lyap_warmup": "int",
+    "lyap_steps": "int",
+    "coasting": "bool",
+    "coast_sequences": "int",
+    "coast_cut": "int",
+    "coast_len": "int",
+    "halluc_cut": "int",
+    "halluc_len": "int",
     # dynamics (issue 3)
     "lyap_spectrum": "list<float>",
     "lyap_1": "float",

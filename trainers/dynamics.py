@@ -314,7 +314,7 @@ def dynamics_columns(
     roles: list[str],
     config: TrialConfig,
     *,
-    coast_sequences: int = DEFAULT_COAST_SEQUENCES,
+    coast_sequences: int | None = None,
 ) -> list[dict[str, Any]]:
     """The dynamics result columns (trainers.config.RESULT_COLUMNS) for each of K members.
 
@@ -331,6 +331,8 @@ def dynamics_columns(
             raise SpecError(name, f"must have shape (K={n_k}, N, T, I), got {tuple(x.shape)}")
     if len(roles) != n_k:
         raise SpecError("roles", f"needs one role per member ({n_k}), got {len(roles)}")
+    if coast_sequences is None:  # the config's setting, unless the caller overrides it
+        coast_sequences = getattr(config, "coast_sequences", DEFAULT_COAST_SEQUENCES)
     if coast_sequences < 1:
         raise SpecError("coast_sequences", f"must be >= 1, got {coast_sequences}")
     nan = float("nan")

@@ -33,6 +33,10 @@ from trainers.training import Batches, member_generator, scramble_core, train, t
 from worlds.errors import SpecError
 
 Progress = Callable[[int, int], None]
+ANALYSIS_SETTINGS = (
+    "probe", "probe_ridge", "lyapunov", "lyap_sequences", "lyap_warmup", "lyap_steps",
+    "coasting", "coast_sequences", "coast_cut", "coast_len", "halluc_cut", "halluc_len",
+)
 DYNAMICS_KEYS = tuple(RESULT_COLUMNS)[list(RESULT_COLUMNS).index("lyap_spectrum") :]  # issue 3 columns
 
 
@@ -226,6 +230,7 @@ def _settings_columns(c: TrialConfig, seed: int, meta: Any) -> dict[str, Any]:
         "n_eval": int(c.n_eval),
         "seed": seed,
         "data_seed": _data_seed(c, seed),
+        **{name: getattr(c, name) for name in ANALYSIS_SETTINGS},
     }
 
 
@@ -248,7 +253,7 @@ def _dynamics(kind: str, params: dict, members: list[EvalMember], data: list[Any
         return [empty_dynamics() for _ in members]
     from worlds import apply_time_cond
 
-    n = max(c.lyap_sequences, dyn.DEFAULT_COAST_SEQUENCES)
+    n = max(c.lyap_sequences, c.coast_sequences)
     full = torch.stack([m.inputs[:n] for m in members])  # (K, n, T, I)
     full = apply_time_cond(full, "full_time")
     cond = torch.stack(
@@ -259,7 +264,7 @@ def _dynamics(kind: str, params: dict, members: list[EvalMember], data: list[Any
     )
     roles = [d.meta.role for d in data]
     with torch.no_grad():
-        return dyn.dynamics_columns(kind, params, full, cond, roles, c)
+        return dyn.dynamics_columns(kind, params, full, cond, roles, c, coast_sequences=c.coast_sequences)
 
 
 def _validity(
