@@ -213,8 +213,8 @@ def _cpu_fingerprint() -> str:
 
 
 _FLAG_SETS = (
-    ["-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-pthread"],
-    ["-O3", "-std=c++17", "-fPIC", "-shared", "-pthread"],  # compilers without -march=native
+    ["-O3", "-funroll-loops", "-march=native", "-std=c++17", "-fPIC", "-shared", "-pthread"],
+    ["-O3", "-funroll-loops", "-std=c++17", "-fPIC", "-shared", "-pthread"],  # compilers without -march=native
 )
 
 
