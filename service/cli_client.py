@@ -54,11 +54,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # -- serve -----------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    import logging
-
-    import uvicorn
-
-    from service.api import create_app
     from service.settings import Settings, is_loopback
 
     overrides: dict[str, Any] = {k: v for k, v in {
@@ -71,6 +66,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "(e.g. `export WORLDSWEEP_API_TOKEN=$(python -c 'import secrets; print(secrets.token_hex(32))')`) "
               "or bind 127.0.0.1.", file=sys.stderr)
         return 2
+    import logging
+
+    import uvicorn
+
+    from service.api import create_app
+
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     print(f"worldsweep: API on http://{settings.host}:{settings.port} (docs at /docs), "
           f"store {settings.resolved_store()}, database {settings.resolved_db_path()}, "

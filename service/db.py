@@ -49,6 +49,10 @@ CREATE INDEX IF NOT EXISTS experiments_status ON experiments (status, created_at
 """
 
 
+_REQUEUE = ("UPDATE experiments SET status = 'queued', cancel_requested = 0, error = NULL,"
+            " finished_at = NULL, worker_pid = NULL, updated_at = ? WHERE id = ?")
+
+
 @dataclass(frozen=True)
 class ExperimentRecord:
     id: str
@@ -143,9 +147,30 @@ class Database:
     def create(self, *, base_id: str, name: str, spec: dict[str, Any], spec_hash: str,
                n_trials: int, n_seed_runs: int) -> ExperimentRecord:
         """Insert a queued experiment under `base_id`, or `base_id-2`, `-3`, ... if taken."""
+        rec, _, _ = self.submit(base_id=base_id, name=name, spec=spec, spec_hash=spec_hash,
+                                n_trials=n_trials, n_seed_runs=n_seed_runs, force=True)
+        return rec
+
+    def submit(self, *, base_id: str, name: str, spec: dict[str, Any], spec_hash: str,
+               n_trials: int, n_seed_runs: int, force: bool = False) -> tuple[ExperimentRecord, bool, bool]:
+        """Queue a spec, in one transaction (two identical submissions cannot race).
+
+        Unless `force`, an experiment with the same spec hash is returned instead; if it had
+        failed or been cancelled it is re-queued (its stored seed-runs are kept and skipped).
+        Returns (record, existing, queued_now).
+        """
         now = time.time()
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
+            if not force:
+                row = con.execute("SELECT id, status FROM experiments WHERE spec_hash = ?"
+                                  " ORDER BY created_at, id LIMIT 1", (spec_hash,)).fetchone()
+                if row is not None:
+                    requeue = row[1] in ("failed", "cancelled")
+                    if requeue:
+                        con.execute(_REQUEUE, (now, row[0]))
+                    con.execute("COMMIT")
+                    return self.get(row[0]), True, requeue
             taken = {r[0] for r in con.execute(
                 "SELECT id FROM experiments WHERE id = ? OR id LIKE ?", (base_id, base_id + "-%"))}
             new_id, k = base_id, 1
@@ -159,16 +184,12 @@ class Database:
                  now, now, n_seed_runs),
             )
             con.execute("COMMIT")
-        return self.get(new_id)
+        return self.get(new_id), False, True
 
     def requeue(self, experiment_id: str) -> ExperimentRecord:
         """Put a finished (failed / cancelled) or interrupted experiment back in the queue."""
         with self._connect() as con:
-            con.execute(
-                "UPDATE experiments SET status = 'queued', cancel_requested = 0, error = NULL,"
-                " finished_at = NULL, worker_pid = NULL, updated_at = ? WHERE id = ?",
-                (time.time(), experiment_id),
-            )
+            con.execute(_REQUEUE, (time.time(), experiment_id))
         return self.get(experiment_id)
 
     def claim_next(self, exclude: set[str] = frozenset()) -> ExperimentRecord | None:

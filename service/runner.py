@@ -93,8 +93,11 @@ class Supervisor:
         self._lock_fh = None
 
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, *, paused: bool = False) -> None:
+        """Take the database lock; unless `paused`, resume left-over work and start the loop."""
         self._take_lock()
+        if paused:
+            return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.recover()
         self._thread = threading.Thread(target=self._loop, name="worldsweep-supervisor", daemon=True)

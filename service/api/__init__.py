@@ -85,17 +85,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database(settings.resolved_db_path())
         app.state.db = db
         app.state.store = ResultStore(settings.resolved_store())
-        app.state.supervisor = None
-        if not settings.paused:
-            supervisor = Supervisor(settings, db)
-            await run_in_threadpool(supervisor.start)  # may wait for a stale worker to stop
-            app.state.supervisor = supervisor
+        supervisor = Supervisor(settings, db)
+        # may wait for a stale worker of a previous server to stop; paused: only the lock
+        await run_in_threadpool(lambda: supervisor.start(paused=settings.paused))
+        app.state.supervisor = supervisor
         log.info("worldsweep API ready (database %s)", db.path)
         try:
             yield
         finally:
-            if app.state.supervisor is not None:
-                await run_in_threadpool(app.state.supervisor.stop)
+            await run_in_threadpool(supervisor.stop)
 
     app = FastAPI(
         title="worldsweep",

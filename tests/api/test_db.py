@@ -78,3 +78,30 @@ def test_cancel_finish_and_requeue(tmp_path) -> None:
     assert db.finish(rec.id, "succeeded") and db.get(rec.id).status == "succeeded"
     assert db.cancel(rec.id).status == "succeeded"  # finished experiments stay finished
     assert db.count() == 1 and db.count("succeeded") == 1 and db.list("queued") == []
+
+
+def test_submit_dedupes_atomically_and_requeues_finished_failures(tmp_path) -> None:
+    db = Database(tmp_path / "x.db")
+    results: list[tuple] = []
+    lock = threading.Lock()
+
+    def submit() -> None:
+        out = Database(db.path).submit(base_id="same", name="same", spec={}, spec_hash="H",
+                                       n_trials=1, n_seed_runs=2)
+        with lock:
+            results.append(out)
+
+    threads = [threading.Thread(target=submit) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert db.count() == 1  # six concurrent identical submissions, one experiment
+    assert sorted((r[1], r[2]) for r in results) == [(False, True)] + [(True, False)] * 5
+    db.claim_next()
+    db.finish("same", "failed", error="boom")
+    rec, existing, queued = db.submit(base_id="same", name="same", spec={}, spec_hash="H", n_trials=1, n_seed_runs=2)
+    assert (rec.id, rec.status, rec.error, existing, queued) == ("same", "queued", None, True, True)
+    forced, existing, queued = db.submit(base_id="same", name="same", spec={}, spec_hash="H", n_trials=1,
+                                         n_seed_runs=2, force=True)
+    assert (forced.id, existing, queued) == ("same-2", False, True)

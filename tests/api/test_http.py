@@ -79,6 +79,15 @@ def test_non_loopback_bind_without_token_is_refused(tmp_path) -> None:
     assert "WORLDSWEEP_API_TOKEN" in out.stderr and "0.0.0.0" in out.stderr
 
 
+def test_a_second_server_on_the_same_database_is_refused(server: Server) -> None:
+    other = make_server(server.db.parent, extra_env=LIMITS)  # same store and database files
+    out = subprocess.run([sys.executable, "-m", "service.cli", "serve", *other.args], cwd=ROOT, env=other.env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "another worldsweep server is already using the database" in out.stdout + out.stderr
+    assert server.proc.poll() is None
+
+
 # -- submitting ------------------------------------------------------------------------
 def test_submit_json_then_yaml_dedupes_and_force_makes_a_new_one(api: httpx.Client) -> None:
     spec = {**SPEC, "name": "dedupe"}
@@ -245,6 +254,24 @@ def test_openapi_describes_every_endpoint_with_typed_responses(api: httpx.Client
     assert components["Progress"]["required"] == ["seed_runs_total", "seed_runs_done", "seed_runs_failed",
                                                   "eta_seconds", "fraction"]
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_ray_readiness_is_a_tcp_connect_to_the_gcs() -> None:
+    import socket
+
+    from service.api.routes.health import check_ray
+    from service.settings import Settings
+    from tests.raytools import free_port
+
+    assert check_ray(Settings()).ok and "embedded" in check_ray(Settings()).detail
+    closed = check_ray(Settings(ray_address=f"127.0.0.1:{free_port()}"))
+    assert not closed.ok and "unreachable" in closed.detail
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert check_ray(Settings(ray_address=f"127.0.0.1:{port}")).ok
+        assert check_ray(Settings(ray_address=f"ray://127.0.0.1:{port}")).ok
 
 
 # -- failures inside the server --------------------------------------------------------

@@ -78,6 +78,8 @@ def test_killed_server_resumes_and_every_endpoint_matches_the_store(server_facto
     server = ray_server(server_factory, ray_cluster).start()
     spec = tiny_spec("resume", models=["gru", "rnn_tanh"], seeds=3, steps=150, members_per_trial=2)
     api = server.client()
+    ready = api.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["ray"] == {"ok": True, "detail": "Ray cluster reachable"}
     created = api.post("/experiments", json=spec).json()
     eid, total = created["id"], created["n_seed_runs"]
     assert total == 12 and created["n_trials"] == 6
@@ -200,14 +202,20 @@ def check_endpoints(api: httpx.Client, eid: str, stored: pd.DataFrame, total: in
         assert sum(row["coast_label_counts"].values()) == row["coast_n"] == 3
 
 
-def test_cancel_stops_the_worker_and_keeps_stored_rows(server_factory, ray_cluster) -> None:
+def test_cancel_resume_crash_resume(server_factory, ray_cluster) -> None:
+    """Cancel keeps what was stored; re-submitting resumes; a worker that dies (SIGKILL, as an
+    OOM kill or a segfault would) fails only its experiment; re-submitting resumes again."""
     server = ray_server(server_factory, ray_cluster).start()
     spec = tiny_spec("cancel", models=["gru"], seeds=6, steps=400, members_per_trial=2)
     api = server.client()
+    db = Database(server.db)
     eid = api.post("/experiments", json=spec).json()["id"]
-    wait_for("a first chunk", lambda: api.get(f"/experiments/{eid}").json()["progress"]["seed_runs_done"] >= 2,
-             timeout=150)
-    worker_pid = Database(server.db).get(eid).worker_pid
+
+    def done() -> int:
+        return api.get(f"/experiments/{eid}").json()["progress"]["seed_runs_done"]
+
+    wait_for("a first chunk", lambda: done() >= 2, timeout=150)
+    worker_pid = db.get(eid).worker_pid
     r = api.delete(f"/experiments/{eid}")
     assert r.status_code == 202 and r.json()["status"] == "cancelled"
     # the worker stops by itself or is terminated after the grace period (3 s here)
@@ -219,4 +227,22 @@ def test_cancel_stops_the_worker_and_keeps_stored_rows(server_factory, ray_clust
     assert api.get(f"/experiments/{eid}/results").json()["count"] == len(stored)  # kept and served
     time.sleep(1)
     assert api.get(f"/experiments/{eid}").json()["status"] == "cancelled"  # nobody overwrote it
+
+    again = api.post("/experiments", json=spec)
+    assert again.status_code == 202 and again.json()["id"] == eid and again.json()["existing"]
+    wait_for("more chunks", lambda: len(stored) < done() < 12, timeout=150)
+    worker_pid = db.get(eid).worker_pid
+    os.kill(worker_pid, signal.SIGKILL)
+    failed = wait_for("the experiment to fail", lambda: (e := api.get(f"/experiments/{eid}").json())["status"]
+                      == "failed" and e, timeout=30)
+    assert "worker exited with code -9" in failed["error"]
     assert server.proc.poll() is None and api.get("/healthz").status_code == 200
+
+    assert api.post("/experiments", json=spec).status_code == 202
+    final = wait_for("the resumed sweep", lambda: (e := api.get(f"/experiments/{eid}").json())["status"]
+                     in ("succeeded", "failed") and e, timeout=150)
+    assert final["status"] == "succeeded" and final["attempts"] == 3 and final["error"] is None
+    rows = raw_rows(server.store, eid)
+    assert len(rows) == 12 and not rows.duplicated(["config_id", "seed"]).any()
+    kept = stored.merge(rows, on=["config_id", "seed"], suffixes=("", "_final"))
+    assert len(kept) == len(stored) and (kept["written_at"] == kept["written_at_final"]).all()

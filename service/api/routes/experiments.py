@@ -112,16 +112,9 @@ def submit(body: bytes, content_type: str, settings: Settings, db: Database,
     # a dict, never text: load_spec would read a local file for a body like "x.yaml"
     spec = load_spec(data)
     spec.check_limits(settings.limits())
-    spec_hash = spec.content_hash()
-    if not force:
-        existing = db.find_by_hash(spec_hash)
-        if existing is not None:
-            if existing.status in ("failed", "cancelled"):
-                return db.requeue(existing.id), True, True  # resumes: stored seed-runs are kept
-            return existing, True, False
-    rec = db.create(base_id=spec.experiment_id(), name=spec.name, spec=spec.canonical(),
-                    spec_hash=spec_hash, n_trials=spec.n_trials, n_seed_runs=spec.n_seed_runs)
-    return rec, False, True
+    return db.submit(base_id=spec.experiment_id(), name=spec.name, spec=spec.canonical(),
+                     spec_hash=spec.content_hash(), n_trials=spec.n_trials, n_seed_runs=spec.n_seed_runs,
+                     force=force)
 
 
 SPEC_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
