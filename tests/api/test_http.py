@@ -155,6 +155,7 @@ BAD_SPECS = [
     ({**SPEC, "seeds": {"count": -3}}, "", 422, "seeds.count", ["-3"]),
     ({**SPEC, "seeds": [1, -2]}, "", 422, "seeds[1]", ["-2"]),
     ({**SPEC, "colour": "blue"}, "", 422, "colour", ["unknown key"]),
+    ({**SPEC, "name": "a..b"}, "", 422, "name", [".."]),
     ({**SPEC, "seeds": {"count": 30}}, "", 422, "seeds", ["60", "limit of 50"]),
     ({**SPEC, "train": {"steps": 5000}}, "", 422, "train.steps", ["5000", "limit of 1000"]),
     ({**SPEC, "data": {"n_train": 9000}}, "", 422, "data.n_train", ["9000", "limit of 5000"]),
@@ -165,7 +166,7 @@ BAD_SPECS = [
 
 @pytest.mark.parametrize("body,ctype,status,field,words", BAD_SPECS,
                          ids=["json", "yaml", "yaml-alias", "not-mapping", "empty", "form", "unknown-world",
-                              "negative-count", "negative-seed", "unknown-key", "seed-runs", "steps", "n_train",
+                              "negative-count", "negative-seed", "unknown-key", "dotdot-name", "seed-runs", "steps", "n_train",
                               "seq_len"])
 def test_bad_specs_are_4xx_naming_the_problem(server: Server, api: httpx.Client, body, ctype, status, field,
                                               words) -> None:

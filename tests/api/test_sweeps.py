@@ -6,6 +6,7 @@ endpoint checked against the stored rows and against `stats` computed directly; 
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import time
@@ -74,7 +75,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_killed_server_resumes_and_every_endpoint_matches_the_store(server_factory, ray_cluster) -> None:
+def test_killed_server_resumes_and_every_endpoint_matches_the_store(server_factory, ray_cluster, tmp_path,
+                                                                   monkeypatch, capsys) -> None:
     server = ray_server(server_factory, ray_cluster).start()
     spec = tiny_spec("resume", models=["gru", "rnn_tanh"], seeds=3, steps=150, members_per_trial=2)
     api = server.client()
@@ -117,6 +119,16 @@ def test_killed_server_resumes_and_every_endpoint_matches_the_store(server_facto
     assert (merged["written_at_before"] == merged["written_at_after"]).all()
 
     check_endpoints(api, eid, ResultStore(str(server.store)).read(eid), total)
+
+    # the CLI: the same spec again is the finished experiment; --wait prints its tables
+    from service.cli import main
+
+    monkeypatch.setenv("WORLDSWEEP_SERVER", server.url)
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert main(["submit", str(tmp_path / "spec.json"), "--wait"]) == 0
+    out = capsys.readouterr().out
+    assert "ΔNLL per group (12 valid of 12 seed-runs)" in out and "struct − null contrasts" in out
+    assert "E3_osc_struct  E3_osc_null" in out and "Lyapunov λ1 per group" in out
 
 
 def check_endpoints(api: httpx.Client, eid: str, stored: pd.DataFrame, total: int) -> None:

@@ -112,6 +112,8 @@ def submit(body: bytes, content_type: str, settings: Settings, db: Database,
     # a dict, never text: load_spec would read a local file for a body like "x.yaml"
     spec = load_spec(data)
     spec.check_limits(settings.limits())
+    if ".." in spec.name:  # the id becomes a store path component, where ".." is refused
+        raise SpecError("name", f"must not contain '..', got {spec.name!r}")
     return db.submit(base_id=spec.experiment_id(), name=spec.name, spec=spec.canonical(),
                      spec_hash=spec.content_hash(), n_trials=spec.n_trials, n_seed_runs=spec.n_seed_runs,
                      force=force)
