@@ -20,6 +20,11 @@ class SpecError(WorldsweepError, ValueError):
         self.message = message
         super().__init__(f"`{field}`: {message}" if field else message)
 
+    def __reduce__(self) -> tuple:
+        # Errors cross process boundaries (Ray workers, the server's worker processes);
+        # the default reduce would call __init__ with the formatted message only.
+        return (self.__class__, (self.field, self.message))
+
 
 class UnknownWorld(SpecError):
     """A world id that is not registered."""
@@ -39,6 +44,9 @@ class ExperimentNotFound(WorldsweepError, LookupError):
     def __init__(self, experiment_id: str) -> None:
         self.experiment_id = experiment_id
         super().__init__(f"experiment {experiment_id!r} not found")
+
+    def __reduce__(self) -> tuple:
+        return (self.__class__, (self.experiment_id,))
 
 
 class StoreError(WorldsweepError):

@@ -409,3 +409,22 @@ def test_bad_values_name_the_field(world_id, kwargs, field):
         worlds.make(world_id, **kw)
     assert e.value.field == field
     assert f"`{field}`" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        worlds.errors.SpecError("hidden_dims[2]", "must be between 1 and 256, got 0"),
+        worlds.errors.UnknownWorld("world", "unknown world 'X'"),
+        worlds.errors.LimitExceeded("steps", "at most 100"),
+        worlds.errors.ExperimentNotFound("exp-1"),
+        worlds.errors.StoreError("store unreachable"),
+    ],
+)
+def test_errors_survive_pickling(error):
+    # Ray and the server's worker processes pickle errors across process boundaries.
+    import pickle
+
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is type(error) and str(back) == str(error)
+    assert getattr(back, "field", None) == getattr(error, "field", None)
