@@ -192,6 +192,7 @@ class Analysis(_Model):
     lyap_warmup: Annotated[int, _between(0, 1_000_000)] = _DEFAULT.lyap_warmup
     lyap_steps: Annotated[int, _between(1, 1_000_000)] = _DEFAULT.lyap_steps
     coasting: bool = _DEFAULT.coasting
+    coast_sequences: Annotated[int, _between(1, 100_000)] = _DEFAULT.coast_sequences
     coast_cut: Annotated[int, _between(1, 1_000_000)] = _DEFAULT.coast_cut
     coast_len: Annotated[int, _between(1, 1_000_000)] = _DEFAULT.coast_len
     halluc_cut: Annotated[int, _between(1, 1_000_000)] = _DEFAULT.halluc_cut
