@@ -44,23 +44,6 @@ class ExperimentCreated(BaseModel):
     location: str
 
 
-class Experiment(BaseModel):
-    id: str
-    name: str
-    status: Status
-    spec_hash: str
-    n_trials: int
-    n_seed_runs: int
-    progress: Progress
-    error: str | None
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    attempts: int = Field(description="how many times a worker was started (resumes count)")
-    spec: dict[str, Any]
-
-
 class ExperimentSummary(BaseModel):
     """An experiment without its spec (list view)."""
 
@@ -76,6 +59,13 @@ class ExperimentSummary(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class Experiment(ExperimentSummary):
+    """An experiment with its spec."""
+
+    attempts: int = Field(description="how many times a worker was started (resumes count)")
+    spec: dict[str, Any]
 
 
 class ExperimentList(BaseModel):
