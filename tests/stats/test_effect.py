@@ -50,8 +50,14 @@ def test_seeds_for_power_matches_statsmodels(d, alts, power, alpha):
     n = seeds_for_power(effect, power, alpha, ours)
     n_sm = TTestPower().solve_power(effect, nobs=None, alpha=alpha, power=power, alternative=theirs)
     assert n >= 2
-    if n > 2:  # smallest n reaching the power: statsmodels' continuous solution rounded up
-        assert n == math.ceil(n_sm - 1e-6)
+    n_sm_int = math.ceil(n_sm - 1e-6)
+    p_sm = TTestPower().power(effect, n_sm_int, alpha, alternative=theirs)
+    # statsmodels' root finder can land in scipy's NaN tails and return an n whose own power
+    # is below the target (d=3.875, alpha=0.01, two-sided: 3.69, power(4) = 0.83 by Monte
+    # Carlo); compare only where statsmodels agrees with itself.
+    if n > 2 and math.isfinite(p_sm) and p_sm >= power:
+        assert n == n_sm_int
+    if n > 2:  # smallest n reaching the power
         assert t_test_power(effect, n - 1, alpha, ours) < power
     assert t_test_power(effect, n, alpha, ours) >= power
     ref = TTestPower().power(effect, n, alpha, alternative=theirs)
@@ -92,3 +98,17 @@ def test_welch_matches_scipy(a, b, alternative):
 def test_welch_degenerate():
     assert math.isnan(welch_test([1.0], [1.0, 2.0]).p_value)
     assert math.isnan(welch_test([1.0, 1.0], [1.0, 1.0]).p_value)
+
+
+def test_power_where_statsmodels_root_is_wrong_matches_monte_carlo():
+    # d = 3.875, alpha = 0.01 two-sided: statsmodels solves n = 3.69, yet the power at n = 4 is
+    # 0.83 (simulated below), so the smallest n reaching 0.9 is 5.
+    rng = np.random.default_rng(0)
+    d, n = 3.875, 4
+    z, c = rng.standard_normal(400_000), rng.chisquare(n - 1, 400_000)
+    t = (z + d * math.sqrt(n)) / np.sqrt(c / (n - 1))
+    from scipy import stats as sps
+
+    simulated = np.mean(np.abs(t) > sps.t.ppf(0.995, n - 1))
+    assert t_test_power(d, n, 0.01, "two-sided") == pytest.approx(simulated, abs=0.005)
+    assert seeds_for_power(d, 0.9, 0.01, "two-sided") == 5
