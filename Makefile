@@ -18,10 +18,12 @@ install: $(BIN)/python
 test: $(BIN)/python
 	@test -x $(BIN)/worldsweep || $(MAKE) install
 	$(BIN)/ruff check worlds trainers stats service tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint:
 	$(BIN)/ruff check worlds trainers stats service tests benchmarks
+	$(BIN)/mypy
 
 # The HTTP API on http://127.0.0.1:$(PORT) (docs at /docs); Ctrl-C stops it, and sweeps in
 # flight resume at the next start.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +118,8 @@ class Database:
             return con.execute("SELECT 1 FROM experiments WHERE id = ?", (experiment_id,)).fetchone() is not None
 
     def list(self, status: str | None = None, limit: int | None = None, offset: int = 0) -> list[ExperimentRecord]:
-        sql, args = "SELECT * FROM experiments", []
+        sql = "SELECT * FROM experiments"
+        args: list[str | int] = []
         if status is not None:
             sql += " WHERE status = ?"
             args.append(status)
@@ -192,7 +193,7 @@ class Database:
             con.execute(_REQUEUE, (time.time(), experiment_id))
         return self.get(experiment_id)
 
-    def claim_next(self, exclude: set[str] = frozenset()) -> ExperimentRecord | None:
+    def claim_next(self, exclude: Set[str] = frozenset()) -> ExperimentRecord | None:
         """Atomically move the oldest queued experiment to `running` and return it."""
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")

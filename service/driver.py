@@ -98,12 +98,13 @@ def init_ray(ray_address: str | None = None, num_cpus: int | None = None) -> Non
     if ray.is_initialized():
         return
     address = ray_address or os.environ.get("RAY_ADDRESS")
+    # ray.init annotates logging_level as int, but its own default is the str "info".
     try:
         if address:
-            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)  # type: ignore[arg-type]
         else:
             ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                     logging_level="ERROR", log_to_driver=False)
+                     logging_level="ERROR", log_to_driver=False)  # type: ignore[arg-type]
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray"
         raise ClusterError(f"cannot start or join {where}: {e}") from None
@@ -432,7 +433,7 @@ def run_experiment(
     )
     grid = tuner.fit()
     trials_failed = 0
-    for result in grid:
+    for result in grid:  # type: ignore[attr-defined]  # ResultGrid iterates via __getitem__/__len__
         if result.error is not None:
             trials_failed += 1
             # Safety net: the callback normally stored these already (same chunk id: no duplicates).
@@ -650,7 +651,7 @@ def _searcher(spec: ExperimentSpec, store: ResultStore, experiment_id: str, trac
             super().__init__(*args, **kwargs)
             self._next_index = first_index
 
-        def suggest(self, trial_id: str):  # type: ignore[override]
+        def suggest(self, trial_id: str):
             config = super().suggest(trial_id)
             if isinstance(config, dict):
                 config = {**config, "search_sample": self._next_index}

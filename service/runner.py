@@ -24,6 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from service.db import Database
 from service.settings import Settings
@@ -90,7 +91,7 @@ class Supervisor:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._lock_fh = None
+        self._lock_fh: TextIO | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self, *, paused: bool = False) -> None:

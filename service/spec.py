@@ -31,7 +31,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast, get_args
 
 import yaml
 from pydantic import (
@@ -94,8 +94,8 @@ Model = Literal["rnn_tanh", "gru", "lstm"]
 Mode = Literal["full", "readout_only", "scramble_core", "untrained"]
 TimeCond = Literal["full_time", "no_time", "constant_time", "random_time"]
 Baseline = Literal["smart", "batch", "persistence", "mean", "markov"]
-assert set(Model.__args__) == set(MODELS) and set(Mode.__args__) == set(MODES)  # noqa: S101
-assert set(TimeCond.__args__) == set(TIME_CONDS) and set(Baseline.__args__) == set(BASELINES)  # noqa: S101
+assert set(get_args(Model)) == set(MODELS) and set(get_args(Mode)) == set(MODES)  # noqa: S101
+assert set(get_args(TimeCond)) == set(TIME_CONDS) and set(get_args(Baseline)) == set(BASELINES)  # noqa: S101
 
 _DEFAULT = TrialConfig()
 
@@ -323,10 +323,10 @@ class ExperimentSpec(_Model):
     name: Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     description: str = ""
     worlds: Annotated[list[WorldRef], AfterValidator(_nonempty_unique)]
-    models: Annotated[list[Model], AfterValidator(_nonempty_unique)] = [_DEFAULT.model]  # type: ignore[assignment]
+    models: Annotated[list[Model], AfterValidator(_nonempty_unique)] = [cast(Model, _DEFAULT.model)]
     hidden_dims: Annotated[list[Hidden], AfterValidator(_nonempty_unique)] = [_DEFAULT.hidden_dim]
-    modes: Annotated[list[Mode], AfterValidator(_nonempty_unique)] = [_DEFAULT.mode]  # type: ignore[assignment]
-    time_cond: Annotated[list[TimeCond], AfterValidator(_nonempty_unique)] = [_DEFAULT.time_cond]  # type: ignore[assignment]
+    modes: Annotated[list[Mode], AfterValidator(_nonempty_unique)] = [cast(Mode, _DEFAULT.mode)]
+    time_cond: Annotated[list[TimeCond], AfterValidator(_nonempty_unique)] = [cast(TimeCond, _DEFAULT.time_cond)]
     train: Train = Train()
     data: Data = Data()
     seeds: Seeds = Seeds(count=20)
@@ -577,7 +577,7 @@ def _path(loc: tuple, raw: Any) -> str:
     return out
 
 
-def _message(err: dict, path: str, raw: Any) -> str:
+def _message(err: Mapping[str, Any], path: str, raw: Any) -> str:
     kind = err["type"]
     value = err.get("input")
     if kind == "extra_forbidden":

@@ -135,6 +135,8 @@ def _label_counts(sub: pd.DataFrame, column: str, ok: np.ndarray) -> dict[str, i
     if column not in sub.columns:
         return {}
     labels = [v for v in sub[column].to_numpy()[ok] if isinstance(v, str) and v]
+    uniq: Iterable[Any]
+    counts: Iterable[Any]
     uniq, counts = np.unique(np.asarray(labels, dtype=object), return_counts=True) if labels else ([], [])
     return {str(k): int(c) for k, c in zip(uniq, counts, strict=True)}
 
@@ -334,7 +336,7 @@ def lyapunov_comparisons(
     cols = [c for c in group_columns(df) if c != "model"]
     rows = []
     for key, sub in _groups(df, cols):
-        by_model = {}
+        by_model: dict[Any, np.ndarray] = {}
         for model, msub in sub.groupby("model", sort=True):
             lam1 = _floats(msub, "lyap_1")[_valid(msub)]
             by_model[model] = lam1[np.isfinite(lam1)]

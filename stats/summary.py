@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -39,25 +40,27 @@ def _split_rows(values: object, column: str) -> tuple[np.ndarray, np.ndarray]:
     """(values, valid flags) from numbers, row mappings (row[column], row["valid"]) or a
     DataFrame-like object with those columns (duck-typed: pandas is not imported here)."""
     if hasattr(values, "columns"):
-        if column not in values.columns:
+        frame = cast(Any, values)  # a DataFrame, duck-typed
+        if column not in frame.columns:
             raise SpecError("values", f"has no column {column!r}")
-        vals = _floats(values[column].to_numpy(dtype=float, na_value=math.nan), "values")
-        if "valid" not in values.columns:
+        vals = _floats(frame[column].to_numpy(dtype=float, na_value=math.nan), "values")
+        if "valid" not in frame.columns:
             return vals, np.ones(vals.shape, dtype=bool)
-        flags = [v is not None and v == v and bool(v) for v in values["valid"].to_numpy()]
+        flags = [v is not None and v == v and bool(v) for v in frame["valid"].to_numpy()]
         return vals, np.asarray(flags, dtype=bool)
     if isinstance(values, Sequence) and values and isinstance(values[0], Mapping):
-        vals, flags = [], []
+        raw: list[Any] = []
+        flags = []
         for i, row in enumerate(values):
             if not isinstance(row, Mapping):
                 raise SpecError(f"values[{i}]", f"must be a row mapping like values[0], got {type(row).__name__}")
             if column not in row:
                 raise SpecError(f"values[{i}]", f"has no column {column!r}")
             v = row[column]
-            vals.append(math.nan if v is None else v)
+            raw.append(math.nan if v is None else v)
             flag = row.get("valid", True)
             flags.append(flag is not None and flag == flag and bool(flag))
-        return _floats(vals, "values"), np.asarray(flags, dtype=bool)
+        return _floats(raw, "values"), np.asarray(flags, dtype=bool)
     arr = _floats(values, "values")
     return arr, np.ones(arr.shape, dtype=bool)
 

@@ -101,7 +101,7 @@ def cell_step(kind: str, params: dict[str, torch.Tensor], x_t: torch.Tensor, sta
         n = torch.tanh(i_n + r * h_n)
         return (1.0 - z) * n + z * h
     if kind == "lstm":
-        c = state[1]  # type: ignore[index]
+        c = state[1]
         i, f, gg, o = (gi + gh).chunk(4, dim=-1)
         c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
         return torch.sigmoid(o) * torch.tanh(c_new), c_new

@@ -90,10 +90,10 @@ def baseline(kind: str, train_obs: torch.Tensor, eval_obs: torch.Tensor, binary:
         n_batches = int(batch_of[-1]) + 1
         p_b = torch.zeros(n_batches, dtype=torch.float64, device=eval_obs.device).index_add_(0, batch_of, persist)
         m_b = torch.zeros_like(p_b).index_add_(0, batch_of, mean)
-        use_mean = m_b < p_b
-        sse = float(torch.where(use_mean, m_b, p_b).sum())
-        choice = "mean" if bool(use_mean.all()) else "persistence" if not bool(use_mean.any()) else "mixed"
-        return Baseline(kind, _nll_from_sse(sse, count), choice)
+        mean_wins = m_b < p_b
+        sse_total = float(torch.where(mean_wins, m_b, p_b).sum())
+        choice = "mean" if bool(mean_wins.all()) else "persistence" if not bool(mean_wins.any()) else "mixed"
+        return Baseline(kind, _nll_from_sse(sse_total, count), choice)
     raise SpecError("baseline", f"unknown baseline {kind!r}")
 
 

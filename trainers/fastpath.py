@@ -277,7 +277,8 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.fp_lanes.restype = ctypes.c_int
     i, vp = ctypes.c_int, ctypes.c_void_p
     lib.fp_loss_and_grads.argtypes = (
-        [i] * 8 + [i, ctypes.c_double] + [vp] * 6 + [vp, vp, vp] + [vp] * 6
+        # typeshed joins c_int and c_double to object, which argtypes does not accept
+        [i] * 8 + [i, ctypes.c_double] + [vp] * 6 + [vp, vp, vp] + [vp] * 6  # type: ignore[assignment]
     )
     lib.fp_loss_and_grads.restype = ctypes.c_int
     return lib

@@ -86,7 +86,7 @@ def step_with_jacobian(
         return h_new, jac
 
     # lstm
-    c = state[1]  # type: ignore[index]
+    c = state[1]
     i_g, f_g, g_g, o_g = (gi + gh).chunk(4, dim=-1)
     w_i, w_f, w_g, w_o = w_hh.chunk(4, dim=1)  # (K, H, H) each
     i = torch.sigmoid(i_g)

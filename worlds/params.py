@@ -8,7 +8,7 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, SupportsInt, cast
 
 from worlds.errors import SpecError, UnknownParameter
 
@@ -37,7 +37,7 @@ class Param:
             if isinstance(value, numbers.Integral):
                 value = int(value)
             elif math.isfinite(float(value)) and float(value).is_integer():
-                value = int(value)  # 64.0 from a JSON / YAML float is still 64
+                value = int(cast(SupportsInt, value))  # 64.0 from a JSON / YAML float is still 64
             else:
                 raise SpecError(self.name, f"must be {kind}, got {value!r}")
         else:

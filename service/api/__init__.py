@@ -64,6 +64,7 @@ def _openapi_with_spec(app: FastAPI) -> None:
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update(spec.pop("$defs", {}))
             components["ExperimentSpec"] = spec
+        assert app.openapi_schema is not None  # noqa: S101 - base() (FastAPI.openapi) has set it
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

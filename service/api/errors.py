@@ -85,10 +85,11 @@ async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(WorldsweepError, _worldsweep_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(BodyTooLarge, _too_large)
+    # Starlette types handlers as taking any Exception; each of these takes only its own class.
+    app.add_exception_handler(WorldsweepError, _worldsweep_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(BodyTooLarge, _too_large)  # type: ignore[arg-type]
 
 
 class CatchAll:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -82,7 +82,7 @@ ResultRow = create_model(
     "ResultRow",
     __config__=ConfigDict(extra="allow"),
     __doc__="One seed-run: every column of the result store (NaN is sent as null).",
-    **{name: (_PY[kind] | None, None) for name, kind in ROW_COLUMNS.items()},
+    **cast(dict[str, Any], {name: (_PY[kind] | None, None) for name, kind in ROW_COLUMNS.items()}),
 )
 
 

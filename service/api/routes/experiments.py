@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import yaml
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -148,7 +148,7 @@ async def submit_experiment(
         supervisor.wake()
     response.status_code = 202 if queued else 200
     response.headers["Location"] = location(rec.id)
-    return ExperimentCreated(id=rec.id, status=rec.status, n_trials=rec.n_trials, n_seed_runs=rec.n_seed_runs,
+    return ExperimentCreated(id=rec.id, status=cast(Status, rec.status), n_trials=rec.n_trials, n_seed_runs=rec.n_seed_runs,
                              spec_hash=rec.spec_hash, existing=existing, location=location(rec.id))
 
 

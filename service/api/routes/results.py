@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import pandas as pd
 from fastapi import APIRouter, Query, Request, Response
@@ -24,6 +24,7 @@ from service.api.schemas import (
     DynamicsResponse,
     LyapunovResponse,
     ResultsResponse,
+    Status,
 )
 from service.db import ExperimentRecord
 from worlds.errors import SpecError
@@ -69,7 +70,7 @@ def _clean(value: Any) -> Any:
 
 
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{k: _clean(v) for k, v in row.items()} for row in df.to_dict(orient="records")]
+    return [{k: _clean(v) for k, v in row.items()} for row in cast(list[dict[str, Any]], df.to_dict(orient="records"))]
 
 
 @router.get(
@@ -98,7 +99,7 @@ def get_results(
                 out[col] = out[col].map(lambda v: json.dumps(_clean(v)))
         return Response(out.to_csv(index=False), media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{experiment_id}.csv"'})
-    return ResultsResponse(experiment=experiment_id, status=rec.status, count=len(df),
+    return ResultsResponse(experiment=experiment_id, status=cast(Status, rec.status), count=len(df),
                            filters=filters,
                            columns=list(df.columns), data=records(df))
 
@@ -111,7 +112,8 @@ def _envelope(rec: ExperimentRecord, df: pd.DataFrame) -> dict[str, Any]:
                 partial=rec.status != "succeeded" or len(df) < rec.n_seed_runs)
 
 
-def _table(name: str, df: pd.DataFrame) -> list[dict[str, Any]]:
+def _table(name: str, df: pd.DataFrame) -> list[Any]:
+    """Rows as plain dicts; the response models validate them into their row models."""
     if df.empty:
         return []
     from stats import report
