@@ -58,6 +58,7 @@ demo-stop:
 bench:
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/lyapunov.py
+	$(BIN)/python benchmarks/stats_tests.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
