@@ -89,7 +89,9 @@ class _ProgressBar:
     def update(self, p: Any) -> None:
         self.bar.n = p.seed_runs_done + p.seed_runs_failed
         eta = "?" if p.eta_seconds is None else _duration(p.eta_seconds)
-        self.bar.set_postfix_str(f"failed={p.seed_runs_failed}, eta={eta}", refresh=False)
+        training = getattr(p, "train_fraction", None)
+        now = "" if training is None else f", training {getattr(p, 'seed_runs_training', 0)} at {training:.0%}"
+        self.bar.set_postfix_str(f"failed={p.seed_runs_failed}{now}, eta={eta}", refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:

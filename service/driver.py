@@ -22,7 +22,10 @@ This is the only module that imports `ray`. The flow:
 * Tune's own experiment state goes to `<store root>/_tune/<experiment>/` on the store's
   filesystem (local folder or s3://), so a cluster needs no node-local paths.
 * Progress: a Tune callback in the driver process calls `progress(Progress)`; trials send a
-  heartbeat with their fraction done every few seconds for the ETA. `should_stop()` is
+  heartbeat (an intermediate `tune.report` with `heartbeat`, `fraction`, `steps_done`,
+  `steps_total`, `members`) at most every HEARTBEAT_SECONDS while they train, so the ETA and
+  `Progress.train_fraction` move within a trial. The final report (`done_rows`,
+  `invalid_rows`, and in a search `objective`) is the only one without `heartbeat`. `should_stop()` is
   polled four times a second by a Tune stopper; on True running trials are stopped and
   what was stored stays stored (re-running resumes).
 """
@@ -52,7 +55,7 @@ from trainers.config import RESULT_COLUMNS  # noqa: E402
 from worlds.errors import ClusterError, StoreError  # noqa: E402
 
 MAX_FAILURES = 1  # Tune retries of a trial that raised (crash, lost node, CUDA error, ...)
-HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_SECONDS = 2.0  # at most one in-trial progress report per trial this often
 STOP_POLL_SECONDS = 0.25
 
 __all__ = ["Progress", "RunSummary", "run_experiment", "init_ray", "MAX_FAILURES"]
@@ -65,6 +68,10 @@ class Progress:
     seed_runs_failed: int  # stored as invalid (training raised or diverged); done + failed = finished
     eta_seconds: float | None  # None until the first trial of this run reports
     elapsed_seconds: float = 0.0
+    # seed-runs in trials that are training now (have sent a heartbeat), and the fraction of
+    # their training done (weighted by seed-runs); None when no trial is reporting
+    seed_runs_training: int = 0
+    train_fraction: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -321,15 +328,22 @@ def _train(config: dict[str, Any]) -> None:
     total = sum(len(p.members) for p in plans)
     finished = 0
     last_beat = [time.monotonic()]
+    every = float(ctx.get("heartbeat_seconds", HEARTBEAT_SECONDS))
 
     def heartbeat(step: int, steps: int) -> None:
-        # Only in grid mode: OptunaSearch treats every intermediate result as a metric report.
+        # An intermediate result: the driver's callback turns it into Progress. In a search
+        # it carries objective=NaN (Tune requires the metric in every result) and the
+        # searcher ignores it (_IndexedOptunaSearch.on_trial_result).
         now = time.monotonic()
-        if searching or now - last_beat[0] < HEARTBEAT_SECONDS or steps <= 0:
+        if now - last_beat[0] < every or steps <= 0 or step >= steps:
             return
         last_beat[0] = now
         frac = (finished + len(plan.members) * min(1.0, step / steps)) / max(total, 1)
-        tune.report({"heartbeat": 1, "fraction": frac})
+        beat: dict[str, Any] = {"heartbeat": 1, "fraction": frac, "steps_done": int(step),
+                                "steps_total": int(steps), "members": total}
+        if searching:
+            beat["objective"] = math.nan
+        tune.report(beat)
 
     n_rows = n_invalid = 0
     for plan in plans:
@@ -386,7 +400,7 @@ def run_experiment(
     done = store.done_keys(experiment_id)
     total = spec.n_seed_runs
     ctx = {"experiment": experiment_id, "spec_hash": spec_hash, "store": store.to_config(),
-           "cpus_per_trial": spec.resources.cpus_per_trial}
+           "cpus_per_trial": spec.resources.cpus_per_trial, "heartbeat_seconds": HEARTBEAT_SECONDS}
 
     tracker = _Tracker(total, progress, started)
     search_alg = None
@@ -502,6 +516,7 @@ class _Tracker:
             return
         now = time.monotonic()
         running = sum(f * n for f, n in self.running.values())
+        training = sum(n for _f, n in self.running.values())
         trained = self.finished - self.skipped + running
         remaining = self.total - self.finished - running
         eta = None
@@ -509,7 +524,9 @@ class _Tracker:
             eta = max(0.0, remaining * (now - self.run_started) / trained)
         if self.finished >= self.total:
             eta = 0.0
-        self.callback(Progress(self.total, self.finished - self.failed, self.failed, eta, now - self.started))
+        self.callback(Progress(self.total, self.finished - self.failed, self.failed, eta, now - self.started,
+                               seed_runs_training=training,
+                               train_fraction=running / training if training else None))
 
     def summary(self, experiment_id: str, spec_hash: str, skipped: int, trials: int, trials_failed: int,
                 cancelled: bool) -> RunSummary:
@@ -537,8 +554,10 @@ class _ProgressLogic:
         return self.per_trial
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        # heartbeats only: the final result (done_rows) is counted in on_trial_complete
         if "fraction" in result and "done_rows" not in result:
-            self.tracker.running[trial.trial_id] = (float(result["fraction"]), self._size(trial))
+            size = int(result.get("members") or self._size(trial))
+            self.tracker.running[trial.trial_id] = (min(1.0, float(result["fraction"])), size)
             self.tracker.emit()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -650,6 +669,11 @@ def _searcher(spec: ExperimentSpec, store: ResultStore, experiment_id: str, trac
         def __init__(self, *args: Any, first_index: int, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._next_index = first_index
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if "heartbeat" in result:
+                return  # in-trial progress, not an objective value
+            super().on_trial_result(trial_id, result)
 
         def suggest(self, trial_id: str):
             config = super().suggest(trial_id)

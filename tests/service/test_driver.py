@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from service import driver
 from service.driver import MAX_FAILURES, Progress, run_experiment
 from service.spec import config_id, load_spec
 from service.store import COLUMNS, DRIVER_COLUMNS, ResultStore
@@ -117,13 +118,41 @@ def test_failing_trial_is_recorded_as_invalid_rows(ray_address: str, tmp_path: P
     assert again.trials == 0 and len(store.read("fails")) == 2
 
 
-def test_optuna_search_records_samples(ray_address: str, tmp_path: Path) -> None:
+def test_in_trial_progress_moves_the_eta(ray_address: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # one trial of 2 seed-runs; heartbeats every 50 ms (the interval travels in the trial's ctx)
+    monkeypatch.setattr(driver, "HEARTBEAT_SECONDS", 0.05)
+    spec = load_spec(tiny("beats", worlds=SHORT_E2[:1], seeds={"count": 2},
+                          train={"steps": 1500, "batch_size": 8}))
+    store = ResultStore(tmp_path / "store")
+    seen: list[Progress] = []
+    summary = run_experiment(spec, "beats", store, progress=seen.append)
+    assert summary.trials == 1 and summary.seed_runs_done == 2 and summary.seed_runs_failed == 0
+    during = [p for p in seen if p.train_fraction is not None]
+    assert during, seen
+    assert any(0 < p.train_fraction < 1 and p.eta_seconds is not None  # type: ignore[operator]
+               and p.seed_runs_done == 0 and p.seed_runs_training == 2 for p in during)
+    fractions = [p.train_fraction for p in during]
+    assert fractions == sorted(fractions)  # type: ignore[type-var]
+    # the final report still counts the rows; nothing is training at the end
+    last = seen[-1]
+    assert last.seed_runs_done == 2 and last.eta_seconds == 0.0
+    assert last.train_fraction is None and last.seed_runs_training == 0
+    assert len(store.read("beats")) == 2 == parts(store, "beats")
+
+
+def test_optuna_search_records_samples(ray_address: str, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # a heartbeat at every progress call: the searcher must ignore them (objective=NaN)
+    monkeypatch.setattr(driver, "HEARTBEAT_SECONDS", 0.0)
     spec = load_spec(tiny("search", worlds=SHORT_E2[:1], seeds={"count": 2},
                           search={"metric": "delta_nll", "mode": "max", "num_samples": 3,
                                   "sampler_seed": 7,
                                   "space": {"lr": {"log_uniform": [1e-3, 3e-2]}}}))
     store = ResultStore(tmp_path / "store")
-    summary = run_experiment(spec, "search", store)
+    seen: list[Progress] = []
+    summary = run_experiment(spec, "search", store, progress=seen.append)
+    assert any(p.train_fraction is not None for p in seen)
     assert summary.trials == 3 and summary.seed_runs_done + summary.seed_runs_failed == 6
     df = store.read("search")
     assert len(df) == 6 and sorted(set(df.search_sample)) == [0, 1, 2]
