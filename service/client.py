@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -129,21 +129,42 @@ class Client:
             time.sleep(poll)
 
     # -- results and statistics --------------------------------------------------------
-    def results(self, experiment_id: str, format: str = "json", **filters: Any) -> Any:
+    def results(self, experiment_id: str, format: str = "json", *, limit: int | None = None,
+                offset: int | None = None, **filters: Any) -> Any:
         """Per-seed rows. json -> list of row dicts; csv -> str; parquet -> bytes.
 
         `filters` are column = value (or a list of values), e.g. `model="gru", hidden_dim=[4, 8]`.
+        `limit` / `offset` page JSON rows (stable order; the server's `total` is in
+        `results_page`).
         """
-        params: list[tuple[str, str]] = [("format", format)]
-        for name, value in filters.items():
-            for v in value if isinstance(value, list | tuple | set) else [value]:
-                params.append((name, str(v).lower() if isinstance(v, bool) else str(v)))
-        r = self._request("GET", f"/experiments/{experiment_id}/results", params=params)
+        return self._results(experiment_id, format, limit, offset, filters)
+
+    def results_page(self, experiment_id: str, *, limit: int | None = None, offset: int | None = None,
+                     **filters: Any) -> dict[str, Any]:
+        """The whole JSON response of one page: data, count (rows here), total, offset, limit."""
+        r = self._results_request(experiment_id, "json", limit, offset, filters)
+        return cast(dict[str, Any], r.json())
+
+    def _results(self, experiment_id: str, format: str, limit: int | None, offset: int | None,
+                 filters: dict[str, Any]) -> Any:
+        r = self._results_request(experiment_id, format, limit, offset, filters)
         if format == "json":
             return r.json()["data"]
         if format == "csv":
             return r.text
         return r.content
+
+    def _results_request(self, experiment_id: str, format: str, limit: int | None, offset: int | None,
+                         filters: dict[str, Any]) -> httpx.Response:
+        params: list[tuple[str, str]] = [("format", format)]
+        if limit is not None:
+            params.append(("limit", str(limit)))
+        if offset is not None:
+            params.append(("offset", str(offset)))
+        for name, value in filters.items():
+            for v in value if isinstance(value, list | tuple | set) else [value]:
+                params.append((name, str(v).lower() if isinstance(v, bool) else str(v)))
+        return self._request("GET", f"/experiments/{experiment_id}/results", params=params)
 
     def results_frame(self, experiment_id: str, **filters: Any) -> Any:
         """Per-seed rows as a pandas DataFrame (fetched as Parquet: types and the spectrum kept)."""

@@ -89,7 +89,10 @@ ResultRow = create_model(
 class ResultsResponse(BaseModel):
     experiment: str
     status: Status
-    count: int = Field(description="rows returned (one per seed-run)")
+    count: int = Field(description="rows returned (one per seed-run), in this page")
+    total: int = Field(description="rows matching the filters, in all pages")
+    offset: int = Field(default=0, description="rows skipped before this page")
+    limit: int | None = Field(default=None, description="the page size asked for (null: all)")
     filters: dict[str, list[str]]
     columns: list[str]
     data: list[ResultRow]  # type: ignore[valid-type]

@@ -41,6 +41,18 @@ def test_client_round_trip(server: Server, tmp_path: Path) -> None:
         assert c.get(created["id"])["spec"]["name"] == "client-test"
         assert {e["id"] for e in c.list(status="queued")} >= {created["id"], created["id"] + "-2"}
         assert c.results(created["id"]) == []
+        from tests.api.test_http import store_rows
+
+        n = store_rows(server, created["id"], SPEC)
+        rows = c.results(created["id"])
+        assert len(rows) == n == 4
+        assert c.results(created["id"], limit=3) + c.results(created["id"], limit=3, offset=3) == rows
+        page = c.results_page(created["id"], limit=1, offset=1, world="E1_drift_null")
+        assert page["total"] == 2 and page["count"] == 1
+        assert page["data"] == [r for r in rows if r["world"] == "E1_drift_null"][1:]
+        with pytest.raises(SpecError) as e:
+            c.results(created["id"], limit=0)
+        assert e.value.field == "limit"
         assert isinstance(c.results_frame(created["id"], model="gru"), pd.DataFrame)
         assert c.delta_nll(created["id"])["partial"] is True
         assert c.cancel(created["id"])["status"] == "cancelled"

@@ -31,8 +31,12 @@ from worlds.errors import SpecError
 
 router = APIRouter(prefix="/experiments/{experiment_id}", tags=["results"])
 
+# query parameters of /results that are not column filters (no result column has these names)
+PARAMS = ("format", "limit", "offset")
 # columns a results query may filter on: every scalar column (not the spectrum list)
 FILTERABLE = {name: kind for name, kind in ROW_COLUMNS.items() if kind != "list<float>"}
+assert not set(PARAMS) & set(FILTERABLE)  # noqa: S101 - a column named like a parameter could not be filtered
+MAX_LIMIT = 100_000
 PARQUET = "application/vnd.apache.parquet"
 
 
@@ -43,10 +47,11 @@ def read_rows(store: Any, experiment_id: str, filters: dict[str, list[str]] | No
 
 
 def parse_filters(request: Request) -> dict[str, list[str]]:
-    """Query parameters other than `format` are column filters; repeating one means "any of"."""
+    """Query parameters other than `format`, `limit` and `offset` are column filters;
+    repeating one means "any of"."""
     filters: dict[str, list[str]] = {}
     for name, raw in request.query_params.multi_items():
-        if name == "format":
+        if name in PARAMS:
             continue
         if name not in FILTERABLE:
             raise SpecError(name, f"unknown filter column; filterable: {sorted(FILTERABLE)}")
@@ -82,8 +87,15 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
 def get_results(
     experiment_id: ExperimentId, request: Request, db: DbDep, store: StoreDep,
     format: Annotated[Literal["json", "csv", "parquet"], Query(description="response format")] = "json",
+    limit: Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description=(
+        "JSON only: at most this many rows (default: all)"))] = None,
+    offset: Annotated[int, Query(ge=0, description="JSON only: skip this many rows first")] = 0,
 ) -> Any:
-    """Per-seed result rows; filter with any column as a query parameter (`?model=gru&seed=1234`)."""
+    """Per-seed result rows; filter with any column as a query parameter (`?model=gru&seed=1234`).
+
+    Rows come in a stable order (world, model, hidden_dim, mode, time_cond, lr, batch_size,
+    steps, search_sample, config_id, seed); JSON pages with `limit` / `offset`, and `total`
+    counts the matching rows of every page."""
     rec = db.get(experiment_id)
     filters = parse_filters(request)
     df = read_rows(store, experiment_id, filters)
@@ -99,9 +111,11 @@ def get_results(
                 out[col] = out[col].map(lambda v: json.dumps(_clean(v)))
         return Response(out.to_csv(index=False), media_type="text/csv",
                         headers={"Content-Disposition": f'attachment; filename="{experiment_id}.csv"'})
-    return ResultsResponse(experiment=experiment_id, status=cast(Status, rec.status), count=len(df),
-                           filters=filters,
-                           columns=list(df.columns), data=records(df))
+    total = len(df)
+    page = df.iloc[offset:] if limit is None else df.iloc[offset:offset + limit]
+    return ResultsResponse(experiment=experiment_id, status=cast(Status, rec.status), count=len(page),
+                           total=total, offset=offset, limit=limit, filters=filters,
+                           columns=list(df.columns), data=records(page))
 
 
 # -- statistics ------------------------------------------------------------------------
