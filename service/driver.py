@@ -394,6 +394,7 @@ def run_experiment(
     check_name("experiment", experiment_id)
     started = time.monotonic()
     store.check_writable()
+    store.remove_stale_temp(experiment_id)  # left by writers killed mid-write; write_rows does it too
     init_ray(ray_address, num_cpus)
     _check_cluster(spec, store)
     spec_hash = spec.content_hash()

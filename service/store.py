@@ -15,7 +15,10 @@ Layout (hive-partitioned by experiment; one file per trial chunk):
   On object stores it is sent through one output stream that is closed only after the
   whole buffer is written: S3 makes an object (single PUT or completed multipart upload)
   visible only on that close, so a writer killed mid-upload leaves nothing visible.
-  Readers only look at `part-*.parquet`, never at temp names.
+  Readers only look at `part-*.parquet`, never at temp names. A local writer killed between
+  creating and renaming its temp file leaves it behind: every local write (and the driver at
+  start, `remove_stale_temp`) deletes `.tmp-*` files of that partition whose mtime is older
+  than STALE_TEMP_SECONDS (1 h; a live writer's file is seconds old).
 * The same chunk id always maps to the same file name, so re-writing a chunk replaces it.
 * This module owns the schema (`SCHEMA`, built from `trainers.config.RESULT_COLUMNS` plus
   the driver and store columns), recorded with `SCHEMA_VERSION` in each file's metadata.
@@ -45,6 +48,8 @@ from worlds.errors import SpecError, StoreError
 
 SCHEMA_VERSION = 1
 DEFAULT_STORE = "./worldsweep-data"
+TEMP_PREFIX = ".tmp-"
+STALE_TEMP_SECONDS = 3600.0  # a temp file this old belongs to a dead writer (a live one renames it in seconds)
 
 # Columns the Ray driver adds to every trainer row (issue 4 contract).
 DRIVER_COLUMNS: dict[str, str] = {
@@ -155,7 +160,8 @@ class ResultStore:
         try:
             if self.is_local:
                 os.makedirs(directory, exist_ok=True)
-                tmp = f"{directory}/.tmp-{chunk_id}-{uuid.uuid4().hex}.parquet"
+                self.remove_stale_temp(experiment)
+                tmp = f"{directory}/{TEMP_PREFIX}{chunk_id}-{uuid.uuid4().hex}.parquet"
                 try:
                     with open(tmp, "wb") as f:
                         f.write(data.to_pybytes())
@@ -172,6 +178,32 @@ class ResultStore:
                     out.write(data)
         except (pa.ArrowException, OSError) as e:
             raise StoreError(f"cannot write to result store {self.uri!r}: {e}") from None
+
+    def remove_stale_temp(self, experiment: str, max_age_seconds: float = STALE_TEMP_SECONDS) -> list[str]:
+        """Delete the `.tmp-*` files a killed local writer left in the experiment's partition,
+        if their mtime is more than `max_age_seconds` ago; younger ones may belong to a live
+        writer and stay. Object stores have no temp files (nothing to do). Best effort: a file
+        that vanishes or cannot be removed meanwhile is skipped. Returns the removed paths."""
+        if not self.is_local:
+            return []
+        removed: list[str] = []
+        cutoff = time.time() - max_age_seconds
+        try:
+            entries = list(os.scandir(self._dir(experiment)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as e:
+            raise StoreError(f"cannot list result store {self.uri!r}: {e}") from None
+        for entry in entries:
+            if not entry.name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+            except OSError:
+                continue  # renamed by its writer or removed by another cleaner meanwhile
+        return removed
 
     @staticmethod
     def to_table(rows: Iterable[Mapping[str, Any]], *, experiment: str, chunk_id: str) -> pa.Table:

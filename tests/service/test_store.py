@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from service.store import COLUMNS, SCHEMA, SCHEMA_VERSION, ResultStore
+from service.store import COLUMNS, SCHEMA, SCHEMA_VERSION, STALE_TEMP_SECONDS, ResultStore
 from trainers.config import RESULT_COLUMNS
 from worlds.errors import SpecError, StoreError
 
@@ -199,3 +199,31 @@ def test_killed_writer_leaves_no_partial_file(tmp_path: Path) -> None:
     assert pq.read_table(visible[0]).num_rows == 40000
     df = ResultStore(tmp_path).read("exp")
     assert len(df) == 40000 and df["valid"].all()
+
+
+def test_stale_temp_files_are_removed_fresh_ones_kept(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    store.write_rows("exp", "c1", [row(1)])
+    part = tmp_path / "experiment=exp"
+    stale, fresh = part / ".tmp-dead-abc.parquet", part / ".tmp-live-def.parquet"
+    stale.write_bytes(b"half a parquet file")
+    fresh.write_bytes(b"being written")
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    # an old file that is not a temp file, and an old temp *directory*, are not touched
+    other = part / "notes.txt"
+    other.write_text("x")
+    os.utime(other, (old, old))
+    (part / ".tmp-dir").mkdir()
+    os.utime(part / ".tmp-dir", (old, old))
+
+    store.write_rows("exp", "c2", [row(2)])  # a write into the partition cleans it
+    assert not stale.exists() and fresh.exists() and other.exists() and (part / ".tmp-dir").is_dir()
+    assert sorted(store.read("exp").seed) == [1, 2]
+
+    # explicitly, with a shorter age; another experiment's partition and a missing one are fine
+    os.utime(fresh, (time.time() - 120, time.time() - 120))
+    assert store.remove_stale_temp("exp", max_age_seconds=3600) == []
+    assert store.remove_stale_temp("exp", max_age_seconds=60) == [str(fresh)]
+    assert store.remove_stale_temp("never-written") == []
+    assert sorted(p.name for p in part.iterdir()) == [".tmp-dir", "notes.txt", "part-c1.parquet", "part-c2.parquet"]
