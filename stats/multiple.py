@@ -27,19 +27,24 @@ def _as_pvalues(pvalues: object) -> np.ndarray:
     return p
 
 
+def _family(pvalues: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The validated p-values, an all-NaN output of their shape, and the indices of the
+    non-NaN ones (the family) in ascending order of p (stable for ties)."""
+    p = _as_pvalues(pvalues)
+    ok = np.flatnonzero(~np.isnan(p))
+    return p, np.full(p.shape, np.nan), ok[np.argsort(p[ok], kind="stable")]
+
+
 def holm(pvalues: object) -> np.ndarray:
     """Holm step-down adjusted p-values (family-wise error), same order as the input.
 
     With the m finite p-values sorted ascending p_(1) <= ... <= p_(m):
     adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)).
     """
-    p = _as_pvalues(pvalues)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(~np.isnan(p))
-    m = ok.size
+    p, out, order = _family(pvalues)
+    m = order.size
     if m == 0:
         return out
-    order = ok[np.argsort(p[ok], kind="stable")]
     scaled = (m - np.arange(m)) * p[order]  # (m,) factors m, m-1, ..., 1
     out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
     return out
@@ -50,13 +55,10 @@ def benjamini_hochberg(pvalues: object) -> np.ndarray:
 
     adj_(i) = min_{j >= i} min(1, m / j * p_(j)).
     """
-    p = _as_pvalues(pvalues)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(~np.isnan(p))
-    m = ok.size
+    p, out, order = _family(pvalues)
+    m = order.size
     if m == 0:
         return out
-    order = ok[np.argsort(p[ok], kind="stable")]
     scaled = m / np.arange(1, m + 1) * p[order]  # (m,)
     out[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
     return out
