@@ -113,11 +113,11 @@ def paired_differences(a: object, b: object, *, nan_policy: NanPolicy = "raise")
     return ra[keep] - rb[keep]
 
 
-def _raw(x: object, name: str) -> np.ndarray:
+def _raw(x: object, name: str, expected: str = "a sequence of real numbers") -> np.ndarray:
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise SpecError(name, f"must be a sequence of real numbers: {e}") from None
+        raise SpecError(name, f"must be {expected}: {e}") from None
     if arr.ndim > 1:
         raise SpecError(name, f"must be one-dimensional, got shape {arr.shape}")
     return arr.reshape(-1)

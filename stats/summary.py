@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from stats._validate import Alternative, check_alternative, make_rng
+from stats._validate import Alternative, _raw, check_alternative, make_rng
 from stats.intervals import bootstrap_interval, t_interval
 from stats.permutation import sign_flip_test
 from worlds.errors import SpecError
@@ -66,13 +66,7 @@ def _split_rows(values: object, column: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _floats(values: object, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise SpecError(name, f"must be numbers or rows with a numeric column: {e}") from None
-    if arr.ndim > 1:
-        raise SpecError(name, f"must be one-dimensional, got shape {arr.shape}")
-    return arr.reshape(-1)
+    return _raw(values, name, expected="numbers or rows with a numeric column")
 
 
 def summarise_group(
